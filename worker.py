@@ -1,0 +1,68 @@
+"""`python worker.py`: connect to Temporal and Postgres, then run the generation worker until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from activities.generation import GenerationActivities
+from ai.factory import build_provider
+from db.engine import make_engine
+from db.repository import JobRepository
+from observability.logging import configure_logging
+from settings import Settings, get_settings
+from workflows.generation import GenerationWorkflow
+
+log = logging.getLogger("worker")
+
+
+async def connect_client(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+def build_worker(client: Client, settings: Settings, repo: JobRepository) -> Worker:
+    activities = GenerationActivities(repo, build_provider(settings), settings)
+    return Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=[GenerationWorkflow],
+        activities=activities.all(),
+        graceful_shutdown_timeout=timedelta(seconds=5),
+    )
+
+
+async def run(settings: Settings) -> None:
+    engine = make_engine(settings.database_url, settings.db_pool_size)
+    client = await connect_client(settings)
+    worker = build_worker(client, settings, JobRepository(engine))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker started", extra={"event": "worker_started", "taskQueue": settings.temporal_task_queue})
+    async with worker:
+        await stop.wait()
+    await engine.dispose()
+    log.info("worker stopped", extra={"event": "worker_stopped"})
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging("worker", settings.log_level)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+"""GenerationWorkflow: one per job. Deterministic orchestration only (spec 6.4, 6.5).
+
+Imports only the standard library, temporalio and the pure domain modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from collections.abc import Mapping
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    TimeoutError,
+    TimeoutType,
+    is_cancelled_exception,
+)
+
+with workflow.unsafe.imports_passed_through():
+    from domain.enums import ProcessingStatus, Scope
+    from domain.errors import NON_RETRYABLE_CODES, ErrorCode, InternalSignal
+    from domain.workflow_io import (
+        SA_PROCESSING_STATUS,
+        Act,
+        FinalizeRequest,
+        FinalizeResult,
+        GenerateUnitResult,
+        GenerationInput,
+        JobRef,
+        MarkProcessingResult,
+        PersistUnitRequest,
+        PersistUnitResult,
+        PlanResult,
+        ProgressView,
+        UnitFailure,
+        UnitRef,
+        UnitRequest,
+        WorkflowSummary,
+    )
+
+STANDARD_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=4,
+    non_retryable_error_types=list(NON_RETRYABLE_CODES),
+)
+SHORT = timedelta(seconds=10)
+INTERNAL = {s.value for s in InternalSignal}
+DEFAULT_CANCEL_REASON = "オペレーターによるキャンセル"
+WAIT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+
+
+class _StopQuietly(Exception):
+    """An activity reported STALE_RUN / JOB_NOT_ACTIVE: the row is no longer this run's."""
+
+
+def failure_of(err: ActivityError) -> tuple[str, dict[str, str] | None]:
+    """The catalogue code (and details) of an activity that failed for good."""
+    cause = err.cause
+    if isinstance(cause, TimeoutError):
+        kind = "HEARTBEAT" if cause.type == TimeoutType.HEARTBEAT else "START_TO_CLOSE"
+        return ErrorCode.TIMEOUT_ERROR.value, {"timeoutKind": kind}
+    if isinstance(cause, ApplicationError) and cause.type:
+        details = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else None
+        return cause.type, details
+    return ErrorCode.UNKNOWN_ERROR.value, None
+
+
+@workflow.defn(name="GenerationWorkflow")
+class GenerationWorkflow:
+    def __init__(self) -> None:
+        self._status = ProcessingStatus.PENDING
+        self._progress = 0
+        self._total = 0
+        self._done = 0
+        self._succeeded: set[int] = set()
+        self._failed: dict[int, tuple[str, dict[str, str] | None]] = {}
+        self._stop = False
+        self._rejected = False
+
+    @workflow.query
+    def progress(self) -> ProgressView:
+        return ProgressView(
+            status=self._status, progress=self._progress, units_done=self._done, units_total=self._total
+        )
+
+    def _show(self) -> None:
+        workflow.set_current_details(f"{self._done}/{self._total} units, {self._progress}%")
+
+    def _set_status(self, status: ProcessingStatus) -> None:
+        self._status = status
+        workflow.upsert_search_attributes([SA_PROCESSING_STATUS.value_set(status.value)])
+
+    @workflow.run
+    async def run(self, inp: GenerationInput) -> WorkflowSummary:
+        ref = JobRef(process_id=inp.process_id, scope=inp.scope)
+        try:
+            marked = await workflow.execute_activity(
+                Act.MARK_PROCESSING,
+                ref,
+                result_type=MarkProcessingResult,
+                start_to_close_timeout=SHORT,
+                retry_policy=STANDARD_RETRY,
+            )
+        except ActivityError as err:
+            code, _ = failure_of(err)
+            if code in INTERNAL:
+                return self._quiet(inp)
+            raise ApplicationError(code, type=code, non_retryable=True) from err
+        self._progress = marked.progress
+        self._set_status(ProcessingStatus.PROCESSING)
+        self._show()
+
+        work = asyncio.ensure_future(self._work(inp))
+        remaining = max((marked.deadline_at - workflow.now()).total_seconds(), 0.0)
+        try:
+            await workflow.wait_condition(work.done, timeout=timedelta(seconds=remaining))
+        except builtins.TimeoutError:
+            work.cancel()
+            await self._settle(work)
+            if self._stop:
+                return self._quiet(inp)
+            return await self._end(
+                inp, ProcessingStatus.TIMEOUT, ErrorCode.TIMEOUT_ERROR.value, {"timeoutKind": "JOB_DEADLINE"}
+            )
+        except asyncio.CancelledError:
+            work.cancel()
+            await self._settle(work)
+            await self._finalize(
+                FinalizeRequest(
+                    process_id=inp.process_id,
+                    status=ProcessingStatus.CANCELLED,
+                    error_code=ErrorCode.CANCELLED.value,
+                    cancel_reason=workflow.cancellation_reason() or DEFAULT_CANCEL_REASON,
+                )
+            )
+            self._set_status(ProcessingStatus.CANCELLED)
+            raise
+        completed_in_persist = work.result()
+        if self._stop:
+            return self._quiet(inp)
+        if completed_in_persist:
+            self._progress = 100
+            self._set_status(ProcessingStatus.COMPLETED)
+            return WorkflowSummary(outcome="COMPLETED", process_id=inp.process_id, status=self._status)
+        return await self._decide(inp)
+
+    async def _settle(self, work: asyncio.Future[bool]) -> None:
+        """Wait until in-flight activities have acknowledged the cancel."""
+        try:
+            await work
+        except asyncio.CancelledError:
+            pass
+        except ActivityError as err:
+            if not is_cancelled_exception(err):
+                raise
+
+    def _quiet(self, inp: GenerationInput) -> WorkflowSummary:
+        return WorkflowSummary(outcome="ROW_ALREADY_TERMINAL", process_id=inp.process_id)
+
+    async def _work(self, inp: GenerationInput) -> bool:
+        """Plan, then generate → persist each unit under the concurrency bound.
+
+        Returns True when a target-scope persist_unit already committed COMPLETED.
+        """
+        try:
+            plan: PlanResult = await workflow.execute_activity(
+                Act.PLAN_UNITS,
+                JobRef(process_id=inp.process_id, scope=inp.scope),
+                result_type=PlanResult,
+                cancellation_type=workflow.ActivityCancellationType.TRY_CANCEL,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=STANDARD_RETRY,
+            )
+        except ActivityError as err:
+            code, details = failure_of(err)
+            if code in INTERNAL:
+                self._stop = True
+                return False
+            self._failed[-1] = (code, details)
+            return False
+        self._total = len(plan.units) + len(plan.already_succeeded)
+        self._done = len(plan.already_succeeded)
+        self._show()
+        gate = asyncio.Semaphore(plan.concurrency)
+        completed = await asyncio.gather(*(self._unit(inp, plan, u, gate) for u in plan.units))
+        return any(completed)
+
+    async def _unit(
+        self, inp: GenerationInput, plan: PlanResult, unit: UnitRef, gate: asyncio.Semaphore
+    ) -> bool:
+        async with gate:
+            if self._stop or self._rejected:
+                return False
+            req = UnitRequest(process_id=inp.process_id, unit=unit, scope=inp.scope)
+            try:
+                generated = await workflow.execute_activity(
+                    Act.GENERATE_UNIT,
+                    req,
+                    result_type=GenerateUnitResult,
+                    start_to_close_timeout=timedelta(seconds=plan.generate_timeout_seconds),
+                    heartbeat_timeout=timedelta(seconds=plan.heartbeat_timeout_seconds),
+                    retry_policy=STANDARD_RETRY,
+                    cancellation_type=WAIT,
+                )
+                completed = False
+                if generated.output is not None:
+                    persisted = await workflow.execute_activity(
+                        Act.PERSIST_UNIT,
+                        PersistUnitRequest(
+                            process_id=inp.process_id, unit=unit, scope=inp.scope, output=generated.output
+                        ),
+                        result_type=PersistUnitResult,
+                        start_to_close_timeout=timedelta(seconds=30),
+                        retry_policy=STANDARD_RETRY,
+                        cancellation_type=WAIT,
+                    )
+                    completed = persisted.job_completed
+                    self._progress = max(self._progress, persisted.progress)
+                self._succeeded.add(unit.ordinal)
+                self._done += 1
+                self._show()
+                return completed
+            except ActivityError as err:
+                if is_cancelled_exception(err):
+                    raise
+                code, details = failure_of(err)
+                if code in INTERNAL:
+                    self._stop = True
+                    return False
+                if code == ErrorCode.AI_REQUEST_REJECTED.value:
+                    self._rejected = True
+                self._failed[unit.ordinal] = (code, details)
+                self._done += 1
+                await self._record_failure(inp, unit, code, details)
+                return False
+
+    async def _record_failure(
+        self, inp: GenerationInput, unit: UnitRef, code: str, details: dict[str, str] | None
+    ) -> None:
+        try:
+            await workflow.execute_activity(
+                Act.RECORD_UNIT_FAILURE,
+                UnitFailure(
+                    process_id=inp.process_id, unit=unit, scope=inp.scope, error_code=code, details=details
+                ),
+                start_to_close_timeout=SHORT,
+                retry_policy=STANDARD_RETRY,
+            )
+        except ActivityError as err:
+            if is_cancelled_exception(err):
+                raise
+            if failure_of(err)[0] in INTERNAL:
+                self._stop = True
+        self._show()
+
+    async def _decide(self, inp: GenerationInput) -> WorkflowSummary:
+        """Spec 6.5 outcome for a run whose units are all done."""
+        if not self._failed:
+            return await self._end(inp, ProcessingStatus.COMPLETED, None, None)
+        if self._succeeded and inp.scope is Scope.GOAL:
+            not_attempted = self._total - self._done
+            return await self._end(
+                inp,
+                ProcessingStatus.FAILED,
+                ErrorCode.PARTIAL_FAILURE.value,
+                {
+                    "succeeded": len(self._succeeded),
+                    "failed": len(self._failed),
+                    "notAttempted": not_attempted,
+                },
+            )
+        code, details = self._failed[min(self._failed)]
+        status = (
+            ProcessingStatus.TIMEOUT if code == ErrorCode.TIMEOUT_ERROR.value else ProcessingStatus.FAILED
+        )
+        return await self._end(inp, status, code, details)
+
+    async def _end(
+        self,
+        inp: GenerationInput,
+        status: ProcessingStatus,
+        code: str | None,
+        details: Mapping[str, object] | None,
+    ) -> WorkflowSummary:
+        applied = await self._finalize(
+            FinalizeRequest(
+                process_id=inp.process_id,
+                status=status,
+                error_code=code,
+                details=dict(details) if details else None,
+            )
+        )
+        if not applied:
+            return self._quiet(inp)
+        self._set_status(status)
+        if status is ProcessingStatus.COMPLETED:
+            self._progress = 100
+            return WorkflowSummary(outcome="COMPLETED", process_id=inp.process_id, status=status)
+        raise ApplicationError(f"job ended {status.value}: {code}", type=code, non_retryable=True)
+
+    async def _finalize(self, req: FinalizeRequest) -> bool:
+        result = await workflow.execute_activity(
+            Act.FINALIZE,
+            req,
+            result_type=FinalizeResult,
+            start_to_close_timeout=SHORT,
+            retry_policy=STANDARD_RETRY,
+        )
+        return bool(result.applied)
