@@ -35,7 +35,6 @@ class Settings(BaseSettings):
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     temporal_task_queue: str = "ai-generation"
-    temporal_maintenance_task_queue: str = "maintenance"
 
     # Auth
     auth_mode: Literal["hs256", "jwks"] = "hs256"
@@ -79,17 +78,6 @@ class Settings(BaseSettings):
     estimate_seconds_subgoal: int = Field(default=60, ge=1)
     estimate_seconds_action: int = Field(default=180, ge=1)
     estimate_seconds_task: int = Field(default=120, ge=1)
-
-    # Housekeeping
-    schedules_enabled: bool = True
-    reconcile_interval_seconds: int = Field(default=60, ge=5)
-    retention_days: int = Field(default=90, ge=1)
-    retention_cron: str = "0 3 * * *"
-
-    # Observability
-    metrics_port: int | None = Field(default=None, ge=0, le=65535)
-    otel_exporter_otlp_endpoint: str | None = None
-    monthly_budget_usd: float = Field(default=100.0, ge=0)
 
     @field_validator("cors_allow_origins", mode="before")
     @classmethod

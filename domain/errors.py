@@ -411,3 +411,28 @@ def render_error(stored: dict[str, Any], lang: Language) -> dict[str, Any]:
     if stored.get("details"):
         out["details"] = stored["details"]
     return out
+
+
+def catalogue_markdown() -> str:
+    """docs/error-codes.md, generated from the catalogue (a test keeps the file in step)."""
+    lines = [
+        "# Error codes",
+        "",
+        "Generated from `domain/errors.py` by `python -m domain.errors > docs/error-codes.md`; do not edit.",
+        "",
+        "HTTP is the status the API answers with. *job* codes are stored on the job and returned inside a",
+        "200 status body. Retryable is the flag clients see; Auto says whether Temporal retries the activity.",
+        "",
+        "| Code | HTTP | Job | Retryable | Auto | Message (JP) | Message (EN) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for e in CATALOGUE.values():
+        lines.append(
+            f"| `{e.code.value}` | {e.http_status} | {'job' if e.stored_on_job else ''} | "
+            f"{str(e.retryable).lower()} | {'yes' if e.auto_retry else 'no'} | {e.ja} | {e.en} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(catalogue_markdown(), end="")

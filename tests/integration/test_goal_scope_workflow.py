@@ -1,0 +1,213 @@
+"""Goal-scope fan-out (spec 3.7, 6.5): ACTION over 8 subgoals, TASK over 64 actions, partial failure, retry."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from temporalio.client import Client, WorkflowFailureError
+
+from db.repository import JobRepository, NewJob
+from domain.enums import ProcessingType, Scope, TargetType
+from domain.workflow_io import GenerationInput, WorkflowSummary, workflow_id_for
+from settings import Settings
+from tests.conftest import make_user, start_subgoal_job
+from tests.integration.test_subgoal_workflow import events, rows
+
+
+async def start_goal_job(
+    repo: JobRepository,
+    client: Client,
+    settings: Settings,
+    user: uuid.UUID,
+    job_type: ProcessingType,
+    goal_id: uuid.UUID,
+    units: list[uuid.UUID],
+    parent: uuid.UUID | None = None,
+    retry_count: int = 0,
+) -> tuple[uuid.UUID, Any]:
+    process_id = uuid.uuid4()
+    unit_type = TargetType.SUB_GOAL if job_type is ProcessingType.ACTION_GENERATION else TargetType.ACTION
+    now = datetime.now(UTC)
+    await repo.create_job(
+        NewJob(
+            process_id=process_id,
+            user_id=user,
+            type=job_type,
+            target_type=TargetType.GOAL,
+            target_id=goal_id,
+            params={"goalId": str(goal_id)},
+            total_units=len(units),
+            created_at=now,
+            estimated_completion_at=now + timedelta(seconds=600),
+            request_id=None,
+            parent_process_id=parent,
+            root_process_id=parent,
+            retry_count=retry_count,
+            units=[(u, unit_type) for u in units],
+        )
+    )
+    handle = await client.start_workflow(
+        "GenerationWorkflow",
+        GenerationInput(
+            process_id=process_id,
+            user_id=user,
+            type=job_type,
+            target_type=TargetType.GOAL,
+            target_id=goal_id,
+            scope=Scope.GOAL,
+        ),
+        id=workflow_id_for(process_id),
+        task_queue=settings.temporal_task_queue,
+        result_type=WorkflowSummary,
+    )
+    return process_id, handle
+
+
+async def goal_with_subgoals(
+    repo: JobRepository, client: Client, settings: Settings, user: uuid.UUID
+) -> uuid.UUID:
+    process_id, handle = await start_subgoal_job(repo, client, settings, user)
+    await handle.result()
+    job = await repo.get_job(process_id)
+    assert job is not None and job.status == "COMPLETED"
+    return job.target_id
+
+
+async def subgoal_ids(repo: JobRepository, goal_id: uuid.UUID) -> list[uuid.UUID]:
+    found = await rows(repo, "SELECT id FROM sub_goals WHERE goal_id=:g ORDER BY position", g=goal_id)
+    return [r.id for r in found]
+
+
+async def action_ids(repo: JobRepository, goal_id: uuid.UUID) -> list[uuid.UUID]:
+    found = await rows(
+        repo,
+        "SELECT a.id FROM actions a JOIN sub_goals s ON s.id = a.sub_goal_id WHERE s.goal_id=:g"
+        " ORDER BY s.position, a.position",
+        g=goal_id,
+    )
+    return [r.id for r in found]
+
+
+async def test_goal_scope_actions_progress_through_every_unit(
+    repo, client, make_settings, worker_for
+) -> None:
+    settings = make_settings()
+    user = await make_user(repo.engine)
+    async with worker_for(settings):
+        goal = await goal_with_subgoals(repo, client, settings, user)
+        subs = await subgoal_ids(repo, goal)
+        process_id, handle = await start_goal_job(
+            repo, client, settings, user, ProcessingType.ACTION_GENERATION, goal, subs
+        )
+        summary = await handle.result()
+    assert summary.outcome == "COMPLETED"
+    evs = await events(repo, process_id)
+    unit_progress = [e.progress for e in evs if e.type == "UNIT_SUCCEEDED"]
+    assert unit_progress == [12, 25, 37, 50, 62, 75, 87, 99]
+    assert (evs[-1].type, evs[-1].progress) == ("COMPLETED", 100)
+    counts = await rows(
+        repo,
+        "SELECT s.id, count(a.id) AS n FROM sub_goals s LEFT JOIN actions a ON a.sub_goal_id = s.id"
+        " WHERE s.goal_id=:g GROUP BY s.id",
+        g=goal,
+    )
+    assert sorted(c.n for c in counts) == [8] * 8
+    job = await repo.get_job(process_id)
+    assert job is not None and job.result is not None
+    assert job.result["scope"] == "GOAL" and job.result["totalUnits"] == 8
+    assert len(job.result["succeededUnits"]) == 8 and job.result["failedUnits"] == []
+    assert job.result["notAttemptedUnits"] == []
+
+
+async def test_concurrency_bound_is_respected(repo, client, make_settings, worker_for) -> None:
+    settings = make_settings(goal_scope_concurrency=2)
+    user = await make_user(repo.engine)
+    async with worker_for(settings):
+        goal = await goal_with_subgoals(repo, client, settings, user)
+        subs = await subgoal_ids(repo, goal)
+        slow = settings.model_copy(update={"ai_offline_latency_ms": 400})
+    async with worker_for(slow):
+        _, handle = await start_goal_job(
+            repo, client, slow, user, ProcessingType.ACTION_GENERATION, goal, subs
+        )
+        peak = 0
+        result = asyncio.ensure_future(handle.result())
+        while not result.done():
+            pending = (await handle.describe()).raw_description.pending_activities
+            peak = max(peak, sum(1 for a in pending if a.activity_type.name == "generate_unit"))
+            await asyncio.sleep(0.05)
+        await result
+    assert peak == 2
+
+
+async def test_partial_failure_then_retry_of_only_the_failed_units(
+    repo, client, make_settings, worker_for
+) -> None:
+    settings = make_settings(goal_scope_concurrency=8)
+    user = await make_user(repo.engine)
+    async with worker_for(settings):
+        goal = await goal_with_subgoals(repo, client, settings, user)
+        subs = await subgoal_ids(repo, goal)
+        _, handle = await start_goal_job(
+            repo, client, settings, user, ProcessingType.ACTION_GENERATION, goal, subs
+        )
+        await handle.result()
+        actions = await action_ids(repo, goal)
+        assert len(actions) == 64
+        broken = [actions[5], actions[30], actions[63]]
+        async with repo.engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE actions SET title = '#fault:task:bad_quality:3 ' || title WHERE id = ANY(:ids)"),
+                {"ids": broken},
+            )
+        parent_id, handle = await start_goal_job(
+            repo, client, settings, user, ProcessingType.TASK_GENERATION, goal, actions
+        )
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        parent = await repo.get_job(parent_id)
+        assert parent is not None and parent.status == "FAILED" and parent.error_code == "PARTIAL_FAILURE"
+        assert parent.error["details"] == {"succeeded": 61, "failed": 3, "notAttempted": 0}
+        assert parent.result is not None
+        assert sorted(u["unitId"] for u in parent.result["failedUnits"]) == sorted(str(b) for b in broken)
+        assert {u["error"]["code"] for u in parent.result["failedUnits"]} == {"QUALITY_ERROR"}
+        assert len(parent.result["succeededUnits"]) == 61
+
+        async with repo.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE actions SET title = replace(title, '#fault:task:bad_quality:3 ', '') WHERE id = ANY(:ids)"
+                ),
+                {"ids": broken},
+            )
+        tasks_before = await rows(repo, "SELECT id FROM tasks ORDER BY id")
+        child_id, handle = await start_goal_job(
+            repo,
+            client,
+            settings,
+            user,
+            ProcessingType.TASK_GENERATION,
+            goal,
+            broken,
+            parent=parent_id,
+            retry_count=1,
+        )
+        assert (await handle.result()).outcome == "COMPLETED"
+    child_events = await events(repo, child_id)
+    assert sorted(e.payload["unitId"] for e in child_events if e.type == "UNIT_SUCCEEDED") == sorted(
+        str(b) for b in broken
+    )
+    tasks_after = await rows(repo, "SELECT id FROM tasks ORDER BY id")
+    assert {t.id for t in tasks_before} <= {t.id for t in tasks_after}
+    per_action = await rows(
+        repo,
+        "SELECT action_id, count(*) AS n, count(DISTINCT position) AS p FROM tasks GROUP BY action_id",
+    )
+    assert len(per_action) == 64 and all(r.n == r.p >= 1 for r in per_action)
+    parent_events = await events(repo, parent_id)
+    assert parent_events[-1].type == "RETRY_CREATED"
