@@ -199,3 +199,11 @@ async def start_subgoal_job(
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+async def record_history(name: str, handle: Any) -> None:
+    """With RECORD_HISTORIES=1, keep this run's history as a replay fixture in tests/histories/."""
+    if os.environ.get("RECORD_HISTORIES") != "1":
+        return
+    history = await handle.fetch_history()
+    (repo_root() / "tests" / "histories" / f"{name}.json").write_text(history.to_json(), encoding="utf-8")

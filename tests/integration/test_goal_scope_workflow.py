@@ -15,7 +15,7 @@ from db.repository import JobRepository, NewJob
 from domain.enums import ProcessingType, Scope, TargetType
 from domain.workflow_io import GenerationInput, WorkflowSummary, workflow_id_for
 from settings import Settings
-from tests.conftest import make_user, start_subgoal_job
+from tests.conftest import make_user, record_history, start_subgoal_job
 from tests.integration.test_subgoal_workflow import events, rows
 
 
@@ -211,3 +211,61 @@ async def test_partial_failure_then_retry_of_only_the_failed_units(
     assert len(per_action) == 64 and all(r.n == r.p >= 1 for r in per_action)
     parent_events = await events(repo, parent_id)
     assert parent_events[-1].type == "RETRY_CREATED"
+
+
+async def break_subgoal(repo: JobRepository, subgoal: uuid.UUID, directive: str) -> None:
+    async with repo.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE sub_goals SET title = :d || title WHERE id = :s"), {"d": directive, "s": subgoal}
+        )
+
+
+async def test_one_failed_unit_gives_partial_failure(repo, client, make_settings, worker_for) -> None:
+    settings = make_settings()
+    user = await make_user(repo.engine)
+    async with worker_for(settings):
+        goal = await goal_with_subgoals(repo, client, settings, user)
+        subs = await subgoal_ids(repo, goal)
+        await break_subgoal(repo, subs[3], "#fault:action:bad_quality:3 ")
+        process_id, handle = await start_goal_job(
+            repo, client, settings, user, ProcessingType.ACTION_GENERATION, goal, subs
+        )
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        await record_history("partial_failure", handle)
+    job = await repo.get_job(process_id)
+    assert job is not None and job.status == "FAILED" and job.error_code == "PARTIAL_FAILURE"
+    assert job.progress == 99
+    assert job.result is not None
+    assert [u["unitId"] for u in job.result["failedUnits"]] == [str(subs[3])]
+    assert job.result["failedUnits"][0]["error"] == {"code": "QUALITY_ERROR", "retryable": True}
+    assert sorted(u["unitId"] for u in job.result["succeededUnits"]) == sorted(
+        str(s) for i, s in enumerate(subs) if i != 3
+    )
+    counts = await rows(
+        repo,
+        "SELECT s.position, count(a.id) AS n FROM sub_goals s LEFT JOIN actions a ON a.sub_goal_id = s.id"
+        " WHERE s.goal_id=:g GROUP BY s.position ORDER BY s.position",
+        g=goal,
+    )
+    assert [c.n for c in counts] == [8, 8, 8, 0, 8, 8, 8, 8]
+
+
+async def test_rejected_unit_stops_new_units(repo, client, make_settings, worker_for) -> None:
+    settings = make_settings(goal_scope_concurrency=1)
+    user = await make_user(repo.engine)
+    async with worker_for(settings):
+        goal = await goal_with_subgoals(repo, client, settings, user)
+        subs = await subgoal_ids(repo, goal)
+        await break_subgoal(repo, subs[2], "#fault:action:rejected ")
+        process_id, handle = await start_goal_job(
+            repo, client, settings, user, ProcessingType.ACTION_GENERATION, goal, subs
+        )
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    job = await repo.get_job(process_id)
+    assert job is not None and job.error_code == "PARTIAL_FAILURE"
+    assert job.error["details"] == {"succeeded": 2, "failed": 1, "notAttempted": 5}
+    assert job.result is not None
+    assert job.result["notAttemptedUnits"] == [str(s) for s in subs[3:]]
+    assert [u["error"]["code"] for u in job.result["failedUnits"]] == ["AI_REQUEST_REJECTED"]

@@ -13,7 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 from db.repository import JobRepository
 from domain.workflow_io import SA_PROCESSING_STATUS, PersistUnitRequest, UnitRef
-from tests.conftest import make_user, start_subgoal_job, subgoal_params
+from tests.conftest import make_user, record_history, start_subgoal_job, subgoal_params
 
 
 async def rows(repo: JobRepository, sql: str, **params: Any) -> list[Any]:
@@ -35,6 +35,7 @@ async def test_subgoal_job_completes_with_eight_subgoals(repo, client, make_sett
     async with worker_for(settings):
         process_id, handle = await start_subgoal_job(repo, client, settings, user)
         summary = await handle.result()
+        await record_history("success", handle)
     assert summary.outcome == "COMPLETED"
 
     job = await repo.get_job(process_id)
@@ -64,7 +65,11 @@ async def test_subgoal_job_completes_with_eight_subgoals(repo, client, make_sett
     for s in subgoals:
         assert 1 <= len(s.title) <= 30 and 50 <= len(s.description) <= 200 and len(s.background) <= 100
         assert s.generated_by_process_id == process_id
-    goal = (await rows(repo, "SELECT user_id, title, created_by_process_id FROM goals WHERE id=:g", g=job.target_id))[0]
+    goal = (
+        await rows(
+            repo, "SELECT user_id, title, created_by_process_id FROM goals WHERE id=:g", g=job.target_id
+        )
+    )[0]
     assert goal.user_id == user and goal.created_by_process_id == process_id
 
     result = job.result
@@ -96,7 +101,9 @@ async def test_bad_quality_once_is_regenerated(repo, client, make_settings, work
     assert attempt_events[0].payload["errorCode"] == "QUALITY_ERROR"
 
 
-async def test_bad_quality_three_times_fails_with_quality_error(repo, client, make_settings, worker_for) -> None:
+async def test_bad_quality_three_times_fails_with_quality_error(
+    repo, client, make_settings, worker_for
+) -> None:
     settings = make_settings()
     user = await make_user(repo.engine)
     async with worker_for(settings):
@@ -168,6 +175,7 @@ async def test_cancel_stops_the_ai_call_and_writes_nothing(repo, client, make_se
         with pytest.raises(WorkflowFailureError):
             await handle.result()
         elapsed = loop.time() - started
+        await record_history("cancel", handle)
     assert elapsed < 15
     assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
     job = await repo.get_job(process_id)
@@ -186,6 +194,7 @@ async def test_job_deadline_times_out_a_hanging_call(repo, client, make_settings
         )
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
+        await record_history("timeout", handle)
     assert isinstance(failure.value.cause, ApplicationError) and failure.value.cause.type == "TIMEOUT_ERROR"
     job = await repo.get_job(process_id)
     assert job is not None and job.status == "TIMEOUT"
