@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 
 from activities.generation import GenerationActivities
 from ai.factory import build_provider
+from ai.provider import AIProvider
 from db.engine import make_engine
 from db.repository import JobRepository
 from observability.logging import configure_logging
@@ -31,8 +32,8 @@ async def connect_client(settings: Settings) -> Client:
     )
 
 
-def build_worker(client: Client, settings: Settings, repo: JobRepository) -> Worker:
-    activities = GenerationActivities(repo, build_provider(settings), settings)
+def build_worker(client: Client, settings: Settings, repo: JobRepository, provider: AIProvider) -> Worker:
+    activities = GenerationActivities(repo, provider, settings)
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
@@ -45,7 +46,8 @@ def build_worker(client: Client, settings: Settings, repo: JobRepository) -> Wor
 async def run(settings: Settings) -> None:
     engine = make_engine(settings.database_url, settings.db_pool_size)
     client = await connect_client(settings)
-    worker = build_worker(client, settings, JobRepository(engine))
+    provider = build_provider(settings)
+    worker = build_worker(client, settings, JobRepository(engine), provider)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -53,6 +55,7 @@ async def run(settings: Settings) -> None:
     log.info("worker started", extra={"event": "worker_started", "taskQueue": settings.temporal_task_queue})
     async with worker:
         await stop.wait()
+    await provider.aclose()
     await engine.dispose()
     log.info("worker stopped", extra={"event": "worker_stopped"})
 

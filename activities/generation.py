@@ -26,7 +26,7 @@ from db.context import PromptContext, load_context
 from db.repository import JobRepository
 from domain.enums import EventType, ProcessingType, Scope, UnitStatus
 from domain.errors import AppError, ErrorCode
-from domain.text import detect_injection
+from domain.text import clean_text
 from domain.workflow_io import (
     Act,
     FinalizeRequest,
@@ -151,7 +151,7 @@ class GenerationActivities:
             self.repo.engine, job, req.unit.unit_id, self.settings.prompt_timezone
         )
         for text in _strings(ctx):
-            pattern = detect_injection(text)
+            pattern = clean_text(text).pattern_id
             if pattern:
                 log.warning(
                     "prompt injection in stored context",

@@ -1,0 +1,1 @@
+"""The `mandala` command line: `mandala dev` and `mandala token`."""

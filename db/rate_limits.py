@@ -33,15 +33,19 @@ async def count_request(engine: AsyncEngine, user_id: UUID, bucket: str) -> Wind
     w = RateLimitWindow
     now = func.now()
     ended = now >= w.window_started_at + WINDOW
-    stmt = insert(w).values(user_id=user_id, bucket=bucket, window_started_at=now, request_count=1)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[w.user_id, w.bucket],
-        set_={
-            "window_started_at": case((ended, now), else_=w.window_started_at),
-            "request_count": case((ended, 1), else_=w.request_count + 1),
-            "updated_at": now,
-        },
-    ).returning(w.request_count, w.window_started_at, now)
+    stmt = (
+        insert(w)
+        .values(user_id=user_id, bucket=bucket, window_started_at=now, request_count=1)
+        .on_conflict_do_update(
+            index_elements=[w.user_id, w.bucket],
+            set_={
+                "window_started_at": case((ended, now), else_=w.window_started_at),
+                "request_count": case((ended, 1), else_=w.request_count + 1),
+                "updated_at": now,
+            },
+        )
+        .returning(w.request_count, w.window_started_at, now)
+    )
     async with engine.begin() as conn:
         row = (await conn.execute(stmt)).one()
     return WindowCount(request_count=row[0], window_started_at=row[1], now=row[2])

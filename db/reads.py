@@ -12,8 +12,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, InstrumentedAttribute, func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import InstrumentedAttribute
 
 from db.models import Action, Goal, ProcessingEvent, ProcessingState, ProcessingUnit, SubGoal, Task
 from domain.enums import ProcessingStatus, ProcessingType, TargetType, UnitStatus
@@ -134,9 +135,7 @@ async def child_of(conn: AsyncConnection, process_id: UUID) -> UUID | None:
 
 async def job_units(conn: AsyncConnection, process_id: UUID) -> list[UnitRow]:
     """The units of a job in processing order."""
-    stmt = (
-        select(PU.unit_id, PU.unit_type, PU.status).where(PU.process_id == process_id).order_by(PU.ordinal)
-    )
+    stmt = select(PU.unit_id, PU.unit_type, PU.status).where(PU.process_id == process_id).order_by(PU.ordinal)
     rows = (await conn.execute(stmt)).all()
     return [UnitRow(r.unit_id, TargetType(r.unit_type), UnitStatus(r.status)) for r in rows]
 
@@ -147,12 +146,11 @@ async def history_page(
     """The caller's jobs, newest first, and the total count under the same filters."""
     where = flt.conditions(user_id)
     total = (await conn.execute(select(func.count()).select_from(PS).where(*where))).scalar_one()
+    offset = (page - 1) * page_size
+    if offset >= total:  # past the end (this also keeps huge page numbers out of SQL)
+        return [], total
     stmt = (
-        select(PS)
-        .where(*where)
-        .order_by(PS.created_at.desc(), PS.id.desc())
-        .offset((page - 1) * page_size)
-        .limit(page_size)
+        select(PS).where(*where).order_by(PS.created_at.desc(), PS.id.desc()).offset(offset).limit(page_size)
     )
     rows = (await conn.execute(stmt)).all()
     return [_job(r) for r in rows], total
@@ -242,7 +240,9 @@ async def existing_units(conn: AsyncConnection, unit_type: TargetType, ids: Sequ
     return set((await conn.execute(select(column).where(column.in_(ids)))).scalars())
 
 
-async def units_with_children(conn: AsyncConnection, unit_type: TargetType, ids: Sequence[UUID]) -> list[UUID]:
+async def units_with_children(
+    conn: AsyncConnection, unit_type: TargetType, ids: Sequence[UUID]
+) -> list[UUID]:
     """The ids (in the given order) that already have generated children."""
     parent = _CHILD_PARENT[unit_type]
     having = set((await conn.execute(select(parent).where(parent.in_(ids)).distinct())).scalars())

