@@ -187,7 +187,7 @@ def _start_all(args: argparse.Namespace, services: list[_Service]) -> None:
         "PYTHONUNBUFFERED": "1",
     }
     services.append(ManagedProcess("the worker", [sys.executable, "worker.py"], cwd=REPO_ROOT, env=env))
-    api_args = ["api.app:create_app", "--factory", "--host", LOCALHOST, "--port", str(args.api_port)]
+    api_args = ["api.asgi:app", "--no-access-log", "--host", LOCALHOST, "--port", str(args.api_port)]
     services.append(
         ManagedProcess(
             "the API",

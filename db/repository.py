@@ -186,15 +186,15 @@ class JobRepository:
             return await self._tx(work)
         except sa_exc.IntegrityError as exc:
             name = _constraint(exc)
+            if name in ("uq_ps_active_target", "uq_ps_parent") and job.parent_process_id:
+                # Two concurrent retries aim at the same target; PostgreSQL may report either index.
+                child = await self._child_of(job.parent_process_id)
+                if child is not None:
+                    raise AppError(ErrorCode.ALREADY_RETRIED, {"childProcessId": str(child)}) from exc
             if name == "uq_ps_active_target":
                 active = await self._active_job_for(job)
                 raise AppError(
                     ErrorCode.JOB_ALREADY_RUNNING, {"processId": str(active) if active else None}
-                ) from exc
-            if name == "uq_ps_parent" and job.parent_process_id:
-                child = await self._child_of(job.parent_process_id)
-                raise AppError(
-                    ErrorCode.ALREADY_RETRIED, {"childProcessId": str(child) if child else None}
                 ) from exc
             raise db_error(exc) from exc
 

@@ -39,10 +39,12 @@ class UserDirectory:
         self,
         engine: AsyncEngine,
         ttl_seconds: float = CACHE_TTL_SECONDS,
+        max_entries: int = CACHE_MAX_ENTRIES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._engine = engine
         self._ttl = ttl_seconds
+        self._max_entries = max_entries
         self._clock = clock
         self._cache: dict[tuple[str, str], tuple[uuid.UUID, float]] = {}
 
@@ -52,7 +54,7 @@ class UserDirectory:
         if cached is not None and cached[1] > self._clock():
             return cached[0]
         user_id = await self._provision(identity)
-        if len(self._cache) >= CACHE_MAX_ENTRIES:
+        if len(self._cache) >= self._max_entries:
             self._cache.clear()
         self._cache[key] = (user_id, self._clock() + self._ttl)
         return user_id

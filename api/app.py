@@ -1,0 +1,65 @@
+"""The ASGI application: ``uvicorn api.app:create_app --factory``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from api.errors import install_error_handlers
+from api.middleware import RequestContextMiddleware
+from api.routes import goals, health, jobs
+from api.services import open_services
+from settings import AppEnv, Settings, get_settings
+
+EXPOSED_HEADERS = [
+    "X-Request-ID",
+    "Location",
+    "Retry-After",
+    "RateLimit-Policy",
+    "RateLimit",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    cfg = settings or get_settings()
+    production = cfg.app_env is AppEnv.PRODUCTION
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_services(cfg) as services:
+            app.state.services = services
+            yield
+
+    app = FastAPI(
+        title="Goal mandala generation API",
+        lifespan=lifespan,
+        docs_url=None if production else "/docs",
+        redoc_url=None,
+        openapi_url=None if production else "/openapi.json",
+    )
+    app.include_router(jobs.router)
+    app.include_router(goals.router)
+    app.include_router(health.router)
+    install_error_handlers(app)
+    if cfg.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cfg.cors_allow_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Accept-Language",
+                "X-Request-ID",
+                "Last-Event-ID",
+            ],
+            expose_headers=EXPOSED_HEADERS,
+        )
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,185 @@
+"""Bearer JWT verification (spec 5.1): HS256 with a shared secret, or RS256/ES256 with keys from a JWKS.
+
+Each mode accepts only its own algorithms. An otherwise valid but expired token is TOKEN_EXPIRED; every
+other failure is UNAUTHORIZED. Both carry ``WWW-Authenticate: Bearer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import httpx
+import jwt
+
+from api.log_context import log_event
+from db.users import Identity
+from domain.errors import AppError, ErrorCode
+from settings import Settings
+
+HS_ALGORITHMS = ("HS256",)
+JWKS_ALGORITHMS = ("RS256", "ES256")
+JWKS_TTL_SECONDS = 600.0
+JWKS_MIN_REFRESH_SECONDS = 60.0
+JWKS_FETCH_TIMEOUT_SECONDS = 5.0
+CLAIM_MAX = 255  # users.issuer / users.subject
+
+
+def auth_error(code: ErrorCode = ErrorCode.UNAUTHORIZED) -> AppError:
+    return AppError(code, headers={"WWW-Authenticate": "Bearer"})
+
+
+def bearer_token(authorization: str | None) -> str:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise auth_error()
+    return token.strip()
+
+
+class TokenVerifier(Protocol):
+    async def verify(self, token: str) -> Identity: ...
+
+
+class ClaimRules:
+    """The checks after the signature: iss, aud (or Cognito ``client_id``), sub, and exp last."""
+
+    def __init__(self, leeway: int, issuer: str | None, audience: str | None) -> None:
+        self.leeway = leeway
+        self.issuer = issuer
+        self.audience = audience
+
+    def decode(self, token: str, key: Any, algorithms: list[str]) -> Identity:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=algorithms,
+                leeway=self.leeway,
+                options={
+                    "require": ["exp", "sub"],
+                    "verify_exp": False,
+                    "verify_aud": False,
+                    "verify_iss": False,
+                },
+            )
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise auth_error() from None
+        issuer = claims.get("iss", "")
+        subject = claims.get("sub")
+        if not (
+            isinstance(issuer, str)
+            and len(issuer) <= CLAIM_MAX
+            and isinstance(subject, str)
+            and 0 < len(subject) <= CLAIM_MAX
+            and (self.issuer is None or issuer == self.issuer)
+            and self._audience_ok(claims)
+        ):
+            raise auth_error()
+        exp = claims["exp"]
+        if isinstance(exp, bool) or not isinstance(exp, int | float):
+            raise auth_error()
+        if exp <= time.time() - self.leeway:
+            raise auth_error(ErrorCode.TOKEN_EXPIRED)
+        return Identity(issuer, subject, _optional_str(claims, "email"), _optional_str(claims, "name"))
+
+    def _audience_ok(self, claims: dict[str, Any]) -> bool:
+        if self.audience is None:
+            return True
+        aud = claims.get("aud")
+        if aud is None:
+            return claims.get("client_id") == self.audience
+        return aud == self.audience or (isinstance(aud, list) and self.audience in aud)
+
+
+def _optional_str(claims: dict[str, Any], key: str) -> str | None:
+    value = claims.get(key)
+    return value if isinstance(value, str) else None
+
+
+class Hs256Verifier:
+    def __init__(self, secret: str, rules: ClaimRules) -> None:
+        self._secret = secret
+        self._rules = rules
+
+    async def verify(self, token: str) -> Identity:
+        return self._rules.decode(token, self._secret, list(HS_ALGORITHMS))
+
+
+class JwksKeys:
+    """The signing keys of a JWKS URL: cached for 10 minutes; an unknown ``kid`` refreshes the set at most
+    once per 60 s. A failed fetch keeps the previous keys for another minute."""
+
+    def __init__(
+        self,
+        url: str,
+        http: httpx.AsyncClient,
+        ttl_seconds: float = JWKS_TTL_SECONDS,
+        min_refresh_seconds: float = JWKS_MIN_REFRESH_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._url = url
+        self._http = http
+        self._ttl = ttl_seconds
+        self._min_refresh = min_refresh_seconds
+        self._clock = clock
+        self._keys: dict[str, jwt.PyJWK] | None = None
+        self._fetched_at = 0.0
+        self._attempted_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def get(self, kid: str) -> jwt.PyJWK | None:
+        if self._needs_fetch(kid):
+            async with self._lock:
+                if self._needs_fetch(kid):
+                    await self._fetch()
+        return (self._keys or {}).get(kid)
+
+    def _needs_fetch(self, kid: str) -> bool:
+        now = self._clock()
+        if self._keys is None or now - self._fetched_at >= self._ttl:
+            return True
+        return kid not in self._keys and now - self._attempted_at >= self._min_refresh
+
+    async def _fetch(self) -> None:
+        now = self._attempted_at = self._clock()
+        try:
+            response = await self._http.get(self._url, timeout=JWKS_FETCH_TIMEOUT_SECONDS)
+            response.raise_for_status()
+            keys = jwt.PyJWKSet.from_dict(response.json()).keys
+        except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
+            log_event(logging.WARNING, "jwks_fetch_failed", "JWKS fetch failed", cause=type(exc).__name__)
+            if self._keys is not None:
+                self._fetched_at = now - self._ttl + self._min_refresh
+            return
+        self._keys = {k.key_id: k for k in keys if k.key_id}
+        self._fetched_at = now
+
+
+class JwksVerifier:
+    def __init__(self, keys: JwksKeys, rules: ClaimRules) -> None:
+        self._keys = keys
+        self._rules = rules
+
+    async def verify(self, token: str) -> Identity:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise auth_error() from None
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in JWKS_ALGORITHMS or not isinstance(kid, str):
+            raise auth_error()
+        key = await self._keys.get(kid)
+        if key is None or key.algorithm_name != alg:
+            raise auth_error()
+        return self._rules.decode(token, key.key, [alg])
+
+
+def make_verifier(settings: Settings, http: httpx.AsyncClient) -> TokenVerifier:
+    rules = ClaimRules(settings.jwt_leeway_seconds, settings.jwt_issuer, settings.jwt_audience)
+    if settings.auth_mode == "jwks":
+        assert settings.jwt_jwks_url is not None  # enforced by Settings
+        return JwksVerifier(JwksKeys(settings.jwt_jwks_url, http), rules)
+    return Hs256Verifier(settings.jwt_secret, rules)

@@ -1,0 +1,205 @@
+"""Job endpoints under /api/ai/async (spec 5.3-5.8): translate HTTP to reads, the repository and Temporal."""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from api import sse
+from api.deps import Body, Lang, ReadUser, ServicesDep, WriteUser
+from api.envelope import success
+from api.launch import launch, new_job
+from api.log_context import log_event
+from api.targets import plan_units
+from api.temporal_gateway import cancel_generation
+from api.validation import events_page_query, history_query, path_id, stream_cursor
+from api.views import accepted_view, cancelled_view, event_view, history_item, status_view
+from db import reads
+from db.repository import USER_CANCEL_REASON, NewJob
+from domain.enums import ProcessingStatus, ProcessingType, Scope
+from domain.errors import AppError, ErrorCode
+from domain.params import target_of, validate_cancel_body, validate_generate, validate_retry_body
+
+PREFIX = "/api/ai/async"
+MAX_RETRIES = 3
+RETRYABLE_STATUSES = frozenset({ProcessingStatus.FAILED, ProcessingStatus.TIMEOUT})
+
+router = APIRouter(prefix=PREFIX)
+ProcessId = Annotated[str, Path(alias="processId")]
+
+
+async def _owned_job(conn: AsyncConnection, process_id: UUID, user_id: UUID) -> reads.JobView:
+    view = await reads.job_view(conn, process_id)
+    if view is None:
+        raise AppError(ErrorCode.PROCESSING_NOT_FOUND)
+    if view.job.user_id != user_id:
+        raise AppError(ErrorCode.FORBIDDEN)
+    return view
+
+
+def _accepted(job: NewJob, scope: Scope) -> JSONResponse:
+    location = {"Location": f"{PREFIX}/status/{job.process_id}"}
+    return success(accepted_view(job, scope), status_code=202, headers=location)
+
+
+@router.post("/generate")
+async def generate(request: Request, svc: ServicesDep, user_id: WriteUser, body: Body) -> JSONResponse:
+    req = validate_generate(body, datetime.now(UTC))
+    target_id = req.target.target_id or uuid.uuid4()  # a new goal's id is reserved now
+    async with svc.engine.connect() as conn:
+        units = await plan_units(conn, user_id, req.type, req.target, target_id)
+    job = new_job(
+        svc,
+        user_id=user_id,
+        job_type=req.type,
+        params=req.params,
+        target_type=req.target.target_type,
+        target_id=target_id,
+        scope=req.target.scope,
+        units=units,
+        request_id=request.state.request_id,
+    )
+    await launch(svc, job, req.target.scope)
+    log_event(
+        logging.INFO, "job_accepted", "job accepted", processId=str(job.process_id), type=req.type.value
+    )
+    return _accepted(job, req.target.scope)
+
+
+@router.get("/status/{processId}")
+async def status(svc: ServicesDep, user_id: ReadUser, lang: Lang, process_id: ProcessId) -> JSONResponse:
+    pid = path_id(process_id)
+    async with svc.engine.connect() as conn:
+        view = await _owned_job(conn, pid, user_id)
+    return success(status_view(view, lang))
+
+
+@router.post("/retry/{processId}")
+async def retry(
+    request: Request, svc: ServicesDep, user_id: WriteUser, body: Body, process_id: ProcessId
+) -> JSONResponse:
+    pid = path_id(process_id)
+    validate_retry_body(body)
+    async with svc.engine.connect() as conn:
+        parent = (await _owned_job(conn, pid, user_id)).job
+        if ProcessingStatus(parent.status) not in RETRYABLE_STATUSES:
+            raise AppError(ErrorCode.RETRY_NOT_ALLOWED)
+        if parent.retry_count >= MAX_RETRIES:
+            raise AppError(ErrorCode.MAX_RETRY_EXCEEDED)
+        child = await reads.child_of(conn, pid)
+        if child is not None:
+            raise AppError(ErrorCode.ALREADY_RETRIED, {"childProcessId": str(child)})
+        job_type = ProcessingType(parent.type)
+        target = target_of(job_type, parent.params)
+        units = await plan_units(conn, user_id, job_type, target, parent.target_id, retry_of=pid)
+    job = new_job(
+        svc,
+        user_id=user_id,
+        job_type=job_type,
+        params=parent.params,
+        target_type=target.target_type,
+        target_id=parent.target_id,
+        scope=target.scope,
+        units=units,
+        request_id=request.state.request_id,
+        parent=parent,
+    )
+    await launch(svc, job, target.scope)
+    log_event(
+        logging.INFO,
+        "retry_accepted",
+        "retry accepted",
+        processId=str(pid),
+        childProcessId=str(job.process_id),
+        retryCount=job.retry_count,
+    )
+    return _accepted(job, target.scope)
+
+
+@router.post("/cancel/{processId}")
+async def cancel(
+    svc: ServicesDep, user_id: WriteUser, body: Body, lang: Lang, process_id: ProcessId
+) -> JSONResponse:
+    pid = path_id(process_id)
+    reason = validate_cancel_body(body) or USER_CANCEL_REASON
+    async with svc.engine.connect() as conn:
+        await _owned_job(conn, pid, user_id)
+    outcome = await svc.jobs.cancel_by_user(pid, reason)
+    if outcome is None:
+        raise AppError(ErrorCode.CANCEL_NOT_ALLOWED)
+    job, previous = outcome
+    log_event(
+        logging.INFO,
+        "job_cancelled",
+        "job cancelled",
+        processId=str(pid),
+        previousStatus=previous.value,
+        reason=reason,
+        cancelledBy=job.cancelled_by,
+    )
+    try:
+        await cancel_generation(await svc.temporal.client(), pid, reason)
+    except Exception as exc:  # the reconciler re-sends it; the row is already CANCELLED (spec 5.6)
+        log_event(
+            logging.WARNING,
+            "workflow_cancel_failed",
+            "workflow cancel failed",
+            processId=str(pid),
+            cause=type(exc).__name__,
+        )
+    return success(cancelled_view(job, lang))
+
+
+@router.get("/history")
+async def history(request: Request, svc: ServicesDep, user_id: ReadUser, lang: Lang) -> JSONResponse:
+    q = history_query(request.query_params)
+    async with svc.engine.connect() as conn:
+        jobs, total = await reads.history_page(conn, user_id, q.filter, q.page, q.page_size)
+    total_pages = math.ceil(total / q.page_size)
+    pagination = {
+        "page": q.page,
+        "pageSize": q.page_size,
+        "totalCount": total,
+        "totalPages": total_pages,
+        "hasNext": q.page < total_pages,
+        "hasPrevious": q.page > 1,
+    }
+    return success({"processes": [history_item(j, lang) for j in jobs], "pagination": pagination})
+
+
+@router.get("/events/{processId}", response_model=None)
+async def events(
+    request: Request, svc: ServicesDep, user_id: ReadUser, process_id: ProcessId
+) -> JSONResponse | StreamingResponse:
+    pid = path_id(process_id)
+    if "text/event-stream" in request.headers.get("accept", "").lower():
+        after = stream_cursor(request.headers.get("last-event-id"), request.query_params)
+        async with svc.engine.connect() as conn:
+            view = await _owned_job(conn, pid, user_id)
+        stream = sse.event_stream(
+            svc.engine,
+            pid,
+            after,
+            ProcessingStatus(view.job.status),
+            svc.settings.sse_poll_interval_ms / 1000,
+        )
+        return StreamingResponse(stream, headers=sse.HEADERS | {"Content-Type": "text/event-stream"})
+    after, limit = events_page_query(request.query_params)
+    async with svc.engine.connect() as conn:
+        await _owned_job(conn, pid, user_id)
+        page = await reads.events_after(conn, pid, after, limit + 1)
+    shown = page[:limit]
+    data = {
+        "events": [event_view(e) for e in shown],
+        "nextAfter": shown[-1].seq if shown else after,
+        "hasMore": len(page) > limit,
+    }
+    return success(data)

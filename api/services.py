@@ -1,0 +1,53 @@
+"""Everything a request needs, built once per app in the lifespan and closed with it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.auth import TokenVerifier, make_verifier
+from api.rate_limit import Bucket, RateLimiter
+from api.temporal_gateway import TemporalConnection
+from db.engine import make_engine
+from db.repository import JobRepository
+from db.users import UserDirectory
+from settings import Settings
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    jobs: JobRepository
+    users: UserDirectory
+    limiter: RateLimiter
+    verifier: TokenVerifier
+    temporal: TemporalConnection
+
+
+@asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    engine = make_engine(settings.database_url, settings.db_pool_size)
+    temporal = TemporalConnection(settings)
+    await temporal.try_connect()
+    limits = {
+        Bucket.WRITE: settings.rate_limit_write_per_minute,
+        Bucket.READ: settings.rate_limit_read_per_minute,
+    }
+    try:
+        async with httpx.AsyncClient() as http:
+            yield Services(
+                settings=settings,
+                engine=engine,
+                jobs=JobRepository(engine),
+                users=UserDirectory(engine),
+                limiter=RateLimiter(engine, limits),
+                verifier=make_verifier(settings, http),
+                temporal=temporal,
+            )
+    finally:
+        await engine.dispose()

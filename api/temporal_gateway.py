@@ -1,0 +1,106 @@
+"""The API's only use of Temporal: start and cancel GenerationWorkflow (spec 6.4), plus a readiness probe.
+
+Workflows are started by type name, so the API never imports workflow code. The client connects lazily:
+when Temporal is down at start-up the API still serves, and each use retries the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from uuid import UUID
+
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+from temporalio.client import Client
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from api.log_context import log_event
+from domain.enums import ProcessingStatus, Scope
+from domain.workflow_io import (
+    SA_PROCESSING_STATUS,
+    SA_PROCESSING_TYPE,
+    SA_TARGET_ID,
+    SA_USER_ID,
+    GenerationInput,
+    workflow_id_for,
+)
+from settings import Settings
+
+WORKFLOW_TYPE = "GenerationWorkflow"
+CONNECT_TIMEOUT_SECONDS = 5.0
+RPC_TIMEOUT = timedelta(seconds=10)
+EXECUTION_TIMEOUT_MARGIN = timedelta(seconds=300)
+
+
+class TemporalConnection:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client: Client | None = None
+        self._lock = asyncio.Lock()
+
+    async def client(self, within: float = CONNECT_TIMEOUT_SECONDS) -> Client:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    self._client = await asyncio.wait_for(
+                        Client.connect(
+                            self._settings.temporal_address,
+                            namespace=self._settings.temporal_namespace,
+                            data_converter=pydantic_data_converter,
+                        ),
+                        within,
+                    )
+        return self._client
+
+    async def try_connect(self) -> None:
+        """Connect at start-up if possible; a failure is logged and retried on first use."""
+        try:
+            await self.client()
+        except Exception as exc:  # the API must start without Temporal
+            log_event(
+                logging.WARNING, "temporal_unavailable", "Temporal not reachable", cause=type(exc).__name__
+            )
+
+    async def check_ready(self, within: float) -> None:
+        """Connect if needed and describe the namespace; the caller bounds the total time."""
+        client = await self.client(within)
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=self._settings.temporal_namespace),
+            timeout=timedelta(seconds=within),
+        )
+
+
+async def start_generation(client: Client, job: GenerationInput, settings: Settings) -> None:
+    deadline = (
+        settings.goal_scope_deadline_seconds if job.scope is Scope.GOAL else settings.job_deadline_seconds
+    )
+    await client.start_workflow(
+        WORKFLOW_TYPE,
+        job,
+        id=workflow_id_for(job.process_id),
+        task_queue=settings.temporal_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        execution_timeout=timedelta(seconds=deadline) + EXECUTION_TIMEOUT_MARGIN,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(SA_PROCESSING_TYPE, job.type.value),
+                SearchAttributePair(SA_PROCESSING_STATUS, ProcessingStatus.PENDING.value),
+                SearchAttributePair(SA_USER_ID, str(job.user_id)),
+                SearchAttributePair(SA_TARGET_ID, str(job.target_id)),
+            ]
+        ),
+        rpc_timeout=RPC_TIMEOUT,
+    )
+
+
+async def cancel_generation(client: Client, process_id: UUID, reason: str) -> None:
+    handle = client.get_workflow_handle(workflow_id_for(process_id))
+    await handle.cancel(reason=reason, rpc_timeout=RPC_TIMEOUT)
