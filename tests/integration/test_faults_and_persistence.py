@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -37,11 +38,11 @@ async def test_throttle_waits_follow_the_backoff_and_are_logged(
     assert retried == [2, 3]
     stamps = await rows(
         repo,
-        "SELECT created_at FROM processing_events WHERE process_id=:p AND type IN ('ATTEMPT_FAILED','PROGRESS')"
-        " ORDER BY seq",
+        "SELECT created_at FROM processing_events"
+        " WHERE process_id=:p AND type IN ('ATTEMPT_FAILED','PROGRESS') ORDER BY seq",
         p=process_id,
     )
-    gaps = [(b.created_at - a.created_at).total_seconds() for a, b in zip(stamps, stamps[1:], strict=False)]
+    gaps = [(b.created_at - a.created_at).total_seconds() for a, b in itertools.pairwise(stamps)]
     # throttle sets Retry-After 1 s for both retries; the backoff would be 1 s then 2 s
     assert len(gaps) == 2 and all(g >= 0.9 for g in gaps)
 
@@ -100,7 +101,8 @@ async def test_regenerate_with_goal_id_replaces_subgoals_and_updates_the_goal(
         async with repo.engine.begin() as conn:
             await conn.execute(
                 text(
-                    "INSERT INTO actions (id, sub_goal_id, title, description, position) VALUES (:i, :s, 'a', 'd', 0)"
+                    "INSERT INTO actions (id, sub_goal_id, title, description, position)"
+                    " VALUES (:i, :s, 'a', 'd', 0)"
                 ),
                 {"i": uuid.uuid4(), "s": sub0},
             )
@@ -134,7 +136,8 @@ async def test_failure_before_commit_keeps_the_old_children(repo, client, make_s
             )
             await conn.execute(
                 text(
-                    "CREATE TRIGGER refuse BEFORE INSERT ON sub_goals FOR EACH ROW EXECUTE FUNCTION refuse_subgoal()"
+                    "CREATE TRIGGER refuse BEFORE INSERT ON sub_goals"
+                    " FOR EACH ROW EXECUTE FUNCTION refuse_subgoal()"
                 )
             )
         try:
