@@ -113,7 +113,7 @@ class OpenAIProvider:
             raise _status_error(response)
         try:
             payload = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise _invalid("openai response body is not valid JSON") from None
         return self._read(payload, request, latency_ms=int((time.monotonic() - started) * 1000))
 

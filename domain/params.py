@@ -188,7 +188,7 @@ def parse_object(raw: bytes) -> dict[str, Any]:
         raise InvalidFields([FieldError("body", FieldMessage.BODY_MISSING)])
     try:
         value = json.loads(raw, parse_constant=_reject_constant)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser allows
         raise InvalidFields([FieldError("body", FieldMessage.BODY_NOT_JSON)]) from None
     if not isinstance(value, dict):
         raise InvalidFields([FieldError("body", FieldMessage.BODY_NOT_OBJECT)])
