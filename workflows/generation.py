@@ -15,6 +15,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
+    FailureError,
     TimeoutError,
     TimeoutType,
     is_cancelled_exception,
@@ -59,9 +60,13 @@ class _StopQuietly(Exception):
     """An activity reported STALE_RUN / JOB_NOT_ACTIVE: the row is no longer this run's."""
 
 
-def failure_of(err: ActivityError) -> tuple[str, dict[str, str] | None]:
+# A remote activity's failure arrives as ActivityError(cause=…); a local activity's as the cause itself.
+ACTIVITY_FAILURE = (ActivityError, ApplicationError, TimeoutError)
+
+
+def failure_of(err: FailureError) -> tuple[str, dict[str, str] | None]:
     """The catalogue code (and details) of an activity that failed for good."""
-    cause = err.cause
+    cause = err.cause if isinstance(err, ActivityError) else err
     if isinstance(cause, TimeoutError):
         kind = "HEARTBEAT" if cause.type == TimeoutType.HEARTBEAT else "START_TO_CLOSE"
         return ErrorCode.TIMEOUT_ERROR.value, {"timeoutKind": kind}
@@ -100,14 +105,14 @@ class GenerationWorkflow:
     async def run(self, inp: GenerationInput) -> WorkflowSummary:
         ref = JobRef(process_id=inp.process_id, scope=inp.scope)
         try:
-            marked = await workflow.execute_activity(
+            marked = await workflow.execute_local_activity(
                 Act.MARK_PROCESSING,
                 ref,
                 result_type=MarkProcessingResult,
                 start_to_close_timeout=SHORT,
                 retry_policy=STANDARD_RETRY,
             )
-        except ActivityError as err:
+        except ACTIVITY_FAILURE as err:
             code, _ = failure_of(err)
             if code in INTERNAL:
                 return self._quiet(inp)
@@ -156,7 +161,7 @@ class GenerationWorkflow:
             await work
         except asyncio.CancelledError:
             pass
-        except ActivityError as err:
+        except ACTIVITY_FAILURE as err:
             if not is_cancelled_exception(err):
                 raise
 
@@ -169,7 +174,7 @@ class GenerationWorkflow:
         Returns True when a target-scope persist_unit already committed COMPLETED.
         """
         try:
-            plan: PlanResult = await workflow.execute_activity(
+            plan: PlanResult = await workflow.execute_local_activity(
                 Act.PLAN_UNITS,
                 JobRef(process_id=inp.process_id, scope=inp.scope),
                 result_type=PlanResult,
@@ -177,7 +182,7 @@ class GenerationWorkflow:
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=STANDARD_RETRY,
             )
-        except ActivityError as err:
+        except ACTIVITY_FAILURE as err:
             code, details = failure_of(err)
             if code in INTERNAL:
                 self._stop = True
@@ -210,7 +215,7 @@ class GenerationWorkflow:
                 )
                 completed = False
                 if generated.output is not None:
-                    persisted = await workflow.execute_activity(
+                    persisted = await workflow.execute_local_activity(
                         Act.PERSIST_UNIT,
                         PersistUnitRequest(
                             process_id=inp.process_id, unit=unit, scope=inp.scope, output=generated.output
@@ -226,7 +231,7 @@ class GenerationWorkflow:
                 self._done += 1
                 self._show()
                 return completed
-            except ActivityError as err:
+            except ACTIVITY_FAILURE as err:
                 if is_cancelled_exception(err):
                     raise
                 code, details = failure_of(err)
@@ -244,7 +249,7 @@ class GenerationWorkflow:
         self, inp: GenerationInput, unit: UnitRef, code: str, details: dict[str, str] | None
     ) -> None:
         try:
-            await workflow.execute_activity(
+            await workflow.execute_local_activity(
                 Act.RECORD_UNIT_FAILURE,
                 UnitFailure(
                     process_id=inp.process_id, unit=unit, scope=inp.scope, error_code=code, details=details
@@ -252,7 +257,7 @@ class GenerationWorkflow:
                 start_to_close_timeout=SHORT,
                 retry_policy=STANDARD_RETRY,
             )
-        except ActivityError as err:
+        except ACTIVITY_FAILURE as err:
             if is_cancelled_exception(err):
                 raise
             if failure_of(err)[0] in INTERNAL:
@@ -305,7 +310,7 @@ class GenerationWorkflow:
         raise ApplicationError(f"job ended {status.value}: {code}", type=code, non_retryable=True)
 
     async def _finalize(self, req: FinalizeRequest) -> bool:
-        result = await workflow.execute_activity(
+        result = await workflow.execute_local_activity(
             Act.FINALIZE,
             req,
             result_type=FinalizeResult,
