@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import socket
 import statistics
 import tempfile
 import time
@@ -22,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import text
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -50,8 +52,6 @@ PARAMS = {
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -112,11 +112,11 @@ async def floor(repo: JobRepository, provider: OfflineProvider, settings: Settin
     async def ignore(_generation: int, _code: ErrorCode) -> None:
         return None
 
-    output = await generate_validated(provider, build_prompt(ctx), output_kind(job.type), call, sampling, ignore)
+    kind = output_kind(job.type)
+    output = await generate_validated(provider, build_prompt(ctx), kind, call, sampling, ignore)
     unit = UnitRef(unit_id=job.target_id, unit_type=TargetType.GOAL, ordinal=0)
-    await repo.persist_unit(
-        PersistUnitRequest(process_id=job.process_id, unit=unit, scope=Scope.TARGET, output=output), run, current
-    )
+    request = PersistUnitRequest(process_id=job.process_id, unit=unit, scope=Scope.TARGET, output=output)
+    await repo.persist_unit(request, run, current)
 
 
 async def measure(one_job: Callable[[], Awaitable[None]], jobs: int, concurrency: int) -> tuple[float, float]:
@@ -146,13 +146,14 @@ async def main(jobs: int, concurrency: int, runs: int) -> None:
     try:
         upgrade_head(pg.url())
         settings = Settings(
-            database_url=pg.url(), temporal_address=temporal.address, temporal_task_queue="bench", db_pool_size=20
+            database_url=pg.url(),
+            temporal_address=temporal.address,
+            temporal_task_queue="bench",
+            db_pool_size=20,
         )
         engine = make_engine(settings.database_url, settings.db_pool_size)
         repo = JobRepository(engine)
         async with engine.begin() as conn:
-            from sqlalchemy import text
-
             user = uuid.uuid4()
             await conn.execute(text("INSERT INTO users (id, subject) VALUES (:u, 'bench')"), {"u": user})
         client = await Client.connect(temporal.address, data_converter=pydantic_data_converter)
@@ -161,11 +162,16 @@ async def main(jobs: int, concurrency: int, runs: int) -> None:
         async with build_worker(client, settings, repo, provider):
             await via_temporal(repo, client, "bench", user)  # warm up both paths
             await floor(repo, provider, settings, user)
+
+            def floor_job() -> Awaitable[None]:
+                return floor(repo, provider, settings, user)
+
+            def temporal_job() -> Awaitable[None]:
+                return via_temporal(repo, client, "bench", user)
+
             for _ in range(runs):
-                results["floor"].append(await measure(lambda: floor(repo, provider, settings, user), jobs, concurrency))
-                results["temporal"].append(
-                    await measure(lambda: via_temporal(repo, client, "bench", user), jobs, concurrency)
-                )
+                results["floor"].append(await measure(floor_job, jobs, concurrency))
+                results["temporal"].append(await measure(temporal_job, jobs, concurrency))
         await engine.dispose()
         f_lat = statistics.median(r[0] for r in results["floor"])
         f_tp = statistics.median(r[1] for r in results["floor"])
