@@ -25,7 +25,7 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from ai.provider import AIRequest, AIResponse, ProviderError, ProviderErrorKind, usage_tokens
+from ai.provider import AIRequest, AIResponse, ProviderError, ProviderErrorKind, read_usage
 
 PROVIDER_NAME = "bedrock"
 MAX_CONNECT_TIMEOUT_SECONDS = 10.0
@@ -140,7 +140,9 @@ class BedrockProvider:
             raise ProviderError(ProviderErrorKind.INVALID_RESPONSE, "bedrock response has no text block")
         if not text.strip():
             raise ProviderError(ProviderErrorKind.INVALID_RESPONSE, "bedrock response text is empty")
-        input_tokens, output_tokens = self._usage(result, request)
+        input_tokens, output_tokens = read_usage(
+            result, "inputTokens", "outputTokens", request, PROVIDER_NAME, self._model_id
+        )
         return AIResponse(
             text=text,
             input_tokens=input_tokens,
@@ -150,24 +152,6 @@ class BedrockProvider:
             finish_reason=stop_reason if isinstance(stop_reason, str) else None,
             latency_ms=latency_ms,
         )
-
-    def _usage(self, result: dict[str, Any], request: AIRequest) -> tuple[int, int]:
-        usage = result.get("usage")
-        usage = usage if isinstance(usage, dict) else {}
-        input_tokens = usage_tokens(usage, "inputTokens")
-        output_tokens = usage_tokens(usage, "outputTokens")
-        if input_tokens is None or output_tokens is None:
-            log.warning(
-                "ai usage missing",
-                extra={
-                    "event": "ai_usage_missing",
-                    "provider": PROVIDER_NAME,
-                    "model": self._model_id,
-                    "processId": str(request.context.process_id),
-                    "unitId": str(request.context.unit_id),
-                },
-            )
-        return input_tokens or 0, output_tokens or 0
 
     async def aclose(self) -> None:
         """Close the client's connection pool if this provider created the client."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from ai.provider import AIRequest, AIResponse, ProviderError, ProviderErrorKind, usage_tokens
+from ai.provider import AIRequest, AIResponse, ProviderError, ProviderErrorKind, read_usage
 
 PROVIDER_NAME = "openai"
 
@@ -170,7 +170,9 @@ class OpenAIProvider:
             raise _invalid("openai response text is empty")
         model = payload.get("model")
         model = model if isinstance(model, str) and model else self._model
-        input_tokens, output_tokens = self._usage(payload, request, model)
+        input_tokens, output_tokens = read_usage(
+            payload, "prompt_tokens", "completion_tokens", request, PROVIDER_NAME, model
+        )
         return AIResponse(
             text=text,
             input_tokens=input_tokens,
@@ -180,21 +182,3 @@ class OpenAIProvider:
             finish_reason=finish_reason if isinstance(finish_reason, str) else None,
             latency_ms=latency_ms,
         )
-
-    def _usage(self, payload: dict[str, Any], request: AIRequest, model: str) -> tuple[int, int]:
-        usage = payload.get("usage")
-        usage = usage if isinstance(usage, dict) else {}
-        prompt_tokens = usage_tokens(usage, "prompt_tokens")
-        completion_tokens = usage_tokens(usage, "completion_tokens")
-        if prompt_tokens is None or completion_tokens is None:
-            log.warning(
-                "ai usage missing",
-                extra={
-                    "event": "ai_usage_missing",
-                    "provider": PROVIDER_NAME,
-                    "model": model,
-                    "processId": str(request.context.process_id),
-                    "unitId": str(request.context.unit_id),
-                },
-            )
-        return prompt_tokens or 0, completion_tokens or 0

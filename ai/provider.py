@@ -8,6 +8,7 @@ TRANSIENT → ``AI_ERROR`` (auto-retried, ``retry_after`` sets the next delay), 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -15,6 +16,8 @@ from uuid import UUID
 
 from domain.enums import ProcessingType
 from domain.errors import ErrorCode
+
+log = logging.getLogger("ai.provider")
 
 
 class ProviderErrorKind(StrEnum):
@@ -84,9 +87,29 @@ class AIProvider(Protocol):
     async def aclose(self) -> None: ...
 
 
-def usage_tokens(usage: dict[str, Any], key: str) -> int | None:
-    """A token count reported by a provider, or None when it is missing or malformed."""
+def _count(usage: dict[str, Any], key: str) -> int | None:
     value = usage.get(key)
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     return None
+
+
+def read_usage(
+    body: dict[str, Any], input_key: str, output_key: str, request: AIRequest, provider: str, model: str
+) -> tuple[int, int]:
+    """The token counts a provider reported under ``body["usage"]``; a missing count is 0 and logged."""
+    usage = body.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    tokens_in, tokens_out = _count(usage, input_key), _count(usage, output_key)
+    if tokens_in is None or tokens_out is None:
+        log.warning(
+            "ai usage missing",
+            extra={
+                "event": "ai_usage_missing",
+                "provider": provider,
+                "model": model,
+                "processId": str(request.context.process_id),
+                "unitId": str(request.context.unit_id),
+            },
+        )
+    return tokens_in or 0, tokens_out or 0

@@ -32,7 +32,7 @@ from db.engine import make_engine
 from db.migrate import upgrade_head
 from db.repository import JobRepository, NewJob
 from domain.enums import ProcessingType, Scope, TargetType
-from domain.workflow_io import SEARCH_ATTRIBUTES, GenerationInput, WorkflowSummary
+from domain.workflow_io import SEARCH_ATTRIBUTES, GenerationInput, WorkflowSummary, workflow_id_for
 from settings import AppEnv, Settings
 
 TABLES = (
@@ -165,6 +165,62 @@ def subgoal_params(title: str = "TypeScriptのエキスパートになる", **ex
     return params
 
 
+async def start_job(
+    repo: JobRepository,
+    client: Client,
+    settings: Settings,
+    user_id: uuid.UUID,
+    job_type: ProcessingType,
+    target_type: TargetType,
+    target_id: uuid.UUID,
+    params: dict[str, Any],
+    units: list[tuple[uuid.UUID, TargetType]] | None = None,
+    parent: uuid.UUID | None = None,
+    retry_count: int = 0,
+) -> tuple[uuid.UUID, Any]:
+    """Insert a PENDING row with its plan and start its workflow, as the API does."""
+    process_id = uuid.uuid4()
+    now = datetime.now(UTC)
+    scope = (
+        Scope.GOAL
+        if target_type is TargetType.GOAL and job_type is not ProcessingType.SUBGOAL_GENERATION
+        else Scope.TARGET
+    )
+    await repo.create_job(
+        NewJob(
+            process_id=process_id,
+            user_id=user_id,
+            type=job_type,
+            target_type=target_type,
+            target_id=target_id,
+            params=params,
+            total_units=len(units) if units else 1,
+            created_at=now,
+            estimated_completion_at=now + timedelta(seconds=600),
+            request_id=None,
+            parent_process_id=parent,
+            root_process_id=parent,
+            retry_count=retry_count,
+            units=units or [],
+        )
+    )
+    handle = await client.start_workflow(
+        "GenerationWorkflow",
+        GenerationInput(
+            process_id=process_id,
+            user_id=user_id,
+            type=job_type,
+            target_type=target_type,
+            target_id=target_id,
+            scope=scope,
+        ),
+        id=workflow_id_for(process_id),
+        task_queue=settings.temporal_task_queue,
+        result_type=WorkflowSummary,
+    )
+    return process_id, handle
+
+
 async def start_subgoal_job(
     repo: JobRepository,
     client: Client,
@@ -173,41 +229,16 @@ async def start_subgoal_job(
     params: dict[str, Any] | None = None,
     target_id: uuid.UUID | None = None,
 ) -> tuple[uuid.UUID, Any]:
-    """Insert a PENDING SUBGOAL row and start its workflow, as the API does."""
-    from domain.workflow_io import workflow_id_for
-
-    process_id = uuid.uuid4()
-    goal_id = target_id or uuid.uuid4()
-    now = datetime.now(UTC)
-    await repo.create_job(
-        NewJob(
-            process_id=process_id,
-            user_id=user_id,
-            type=ProcessingType.SUBGOAL_GENERATION,
-            target_type=TargetType.GOAL,
-            target_id=goal_id,
-            params=params or subgoal_params(),
-            total_units=1,
-            created_at=now,
-            estimated_completion_at=now + timedelta(seconds=60),
-            request_id=None,
-        )
+    return await start_job(
+        repo,
+        client,
+        settings,
+        user_id,
+        ProcessingType.SUBGOAL_GENERATION,
+        TargetType.GOAL,
+        target_id or uuid.uuid4(),
+        params or subgoal_params(),
     )
-    handle = await client.start_workflow(
-        "GenerationWorkflow",
-        GenerationInput(
-            process_id=process_id,
-            user_id=user_id,
-            type=ProcessingType.SUBGOAL_GENERATION,
-            target_type=TargetType.GOAL,
-            target_id=goal_id,
-            scope=Scope.TARGET,
-        ),
-        id=workflow_id_for(process_id),
-        task_queue=settings.temporal_task_queue,
-        result_type=WorkflowSummary,
-    )
-    return process_id, handle
 
 
 def repo_root() -> Path:

@@ -5,17 +5,15 @@ from __future__ import annotations
 import itertools
 import logging
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 from temporalio.client import WorkflowFailureError
 
-from db.repository import JobRepository, NewJob
-from domain.enums import ProcessingType, Scope, TargetType
-from domain.workflow_io import GenerationInput, WorkflowSummary, workflow_id_for
-from tests.conftest import make_user, start_subgoal_job, subgoal_params
+from db.repository import JobRepository
+from domain.enums import ProcessingType, TargetType
+from tests.conftest import make_user, start_job, start_subgoal_job, subgoal_params
 from tests.integration.test_subgoal_workflow import events, rows
 
 
@@ -185,35 +183,15 @@ async def test_target_scope_tasks_result_lists_only_new_tasks(
                 ),
                 {"i": uuid.uuid4(), "a": action},
             )
-        process_id = uuid.uuid4()
-        now = datetime.now(UTC)
-        await repo.create_job(
-            NewJob(
-                process_id=process_id,
-                user_id=user,
-                type=ProcessingType.TASK_GENERATION,
-                target_type=TargetType.ACTION,
-                target_id=action,
-                params={"actionId": str(action), "regenerate": True},
-                total_units=1,
-                created_at=now,
-                estimated_completion_at=now + timedelta(seconds=120),
-                request_id=None,
-            )
-        )
-        handle = await client.start_workflow(
-            "GenerationWorkflow",
-            GenerationInput(
-                process_id=process_id,
-                user_id=user,
-                type=ProcessingType.TASK_GENERATION,
-                target_type=TargetType.ACTION,
-                target_id=action,
-                scope=Scope.TARGET,
-            ),
-            id=workflow_id_for(process_id),
-            task_queue=settings.temporal_task_queue,
-            result_type=WorkflowSummary,
+        process_id, handle = await start_job(
+            repo,
+            client,
+            settings,
+            user,
+            ProcessingType.TASK_GENERATION,
+            TargetType.ACTION,
+            action,
+            {"actionId": str(action), "regenerate": True},
         )
         await handle.result()
     job = await repo.get_job(process_id)

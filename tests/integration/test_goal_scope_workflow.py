@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 from temporalio.client import Client, WorkflowFailureError
 
-from db.repository import JobRepository, NewJob
-from domain.enums import ProcessingType, Scope, TargetType
-from domain.workflow_io import GenerationInput, WorkflowSummary, workflow_id_for
+from db.repository import JobRepository
+from domain.enums import ProcessingType, TargetType
 from settings import Settings
-from tests.conftest import make_user, record_history, start_subgoal_job
+from tests.conftest import make_user, record_history, start_job, start_subgoal_job
 from tests.integration.test_subgoal_workflow import events, rows
 
 
@@ -30,42 +28,20 @@ async def start_goal_job(
     parent: uuid.UUID | None = None,
     retry_count: int = 0,
 ) -> tuple[uuid.UUID, Any]:
-    process_id = uuid.uuid4()
     unit_type = TargetType.SUB_GOAL if job_type is ProcessingType.ACTION_GENERATION else TargetType.ACTION
-    now = datetime.now(UTC)
-    await repo.create_job(
-        NewJob(
-            process_id=process_id,
-            user_id=user,
-            type=job_type,
-            target_type=TargetType.GOAL,
-            target_id=goal_id,
-            params={"goalId": str(goal_id)},
-            total_units=len(units),
-            created_at=now,
-            estimated_completion_at=now + timedelta(seconds=600),
-            request_id=None,
-            parent_process_id=parent,
-            root_process_id=parent,
-            retry_count=retry_count,
-            units=[(u, unit_type) for u in units],
-        )
+    return await start_job(
+        repo,
+        client,
+        settings,
+        user,
+        job_type,
+        TargetType.GOAL,
+        goal_id,
+        {"goalId": str(goal_id)},
+        units=[(u, unit_type) for u in units],
+        parent=parent,
+        retry_count=retry_count,
     )
-    handle = await client.start_workflow(
-        "GenerationWorkflow",
-        GenerationInput(
-            process_id=process_id,
-            user_id=user,
-            type=job_type,
-            target_type=TargetType.GOAL,
-            target_id=goal_id,
-            scope=Scope.GOAL,
-        ),
-        id=workflow_id_for(process_id),
-        task_queue=settings.temporal_task_queue,
-        result_type=WorkflowSummary,
-    )
-    return process_id, handle
 
 
 async def goal_with_subgoals(
