@@ -10,7 +10,6 @@ import socket
 import sys
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -22,14 +21,12 @@ from botocore.stub import Stubber
 
 from ai.bedrock_provider import BedrockProvider, make_client
 from ai.factory import build_provider
-from ai.provider import AIRequest, CallContext, ProviderError, ProviderErrorKind
-from domain.enums import ProcessingType
+from ai.provider import ProviderError, ProviderErrorKind
 from settings import Settings
+from tests.unit.provider_support import SYSTEM, USER, make_request
 
 REGION = "ap-northeast-1"
 MODEL_ID = "amazon.nova-micro-v1:0"
-SYSTEM = "SYSTEM-SENTINEL あなたは目標達成の専門家です。"
-USER = "USER-SENTINEL 目標: TypeScriptのエキスパートになる"
 OUTPUT = '{"subGoals": [], "note": "OUTPUT-SENTINEL"}'
 SENTINELS = ("SYSTEM-SENTINEL", "USER-SENTINEL", "OUTPUT-SENTINEL")
 CONVERSE_RESPONSE = (
@@ -66,21 +63,6 @@ def stubbed(stub_client: Any) -> Iterator[tuple[BedrockProvider, Stubber]]:
             model_id=MODEL_ID, region=REGION, timeout_seconds=115.0, client=stub_client
         )
         yield provider, stubber
-
-
-def make_request() -> AIRequest:
-    """A request with the spec's default sampling values (AI_TEMPERATURE, AI_MAX_TOKENS, AI_TOP_P)."""
-    defaults = Settings.model_fields
-    return AIRequest(
-        system=SYSTEM,
-        user=USER,
-        temperature=defaults["ai_temperature"].default,
-        max_tokens=defaults["ai_max_tokens"].default,
-        top_p=defaults["ai_top_p"].default,
-        context=CallContext(
-            process_id=uuid.uuid4(), unit_id=uuid.uuid4(), type=ProcessingType.SUBGOAL_GENERATION
-        ),
-    )
 
 
 def converse_output(

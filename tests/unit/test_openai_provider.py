@@ -12,7 +12,6 @@ import json
 import logging
 import socket
 import time
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -24,13 +23,11 @@ import pytest_asyncio
 
 from ai.factory import build_provider
 from ai.openai_provider import OpenAIProvider, parse_retry_after
-from ai.provider import AIRequest, CallContext, ProviderError, ProviderErrorKind
-from domain.enums import ProcessingType
+from ai.provider import ProviderError, ProviderErrorKind
 from settings import Settings
+from tests.unit.provider_support import SYSTEM, USER, make_request
 
 API_KEY = "sk-test-KEY-SENTINEL-0123456789"
-SYSTEM = "SYSTEM-SENTINEL あなたは目標達成の専門家です。"
-USER = "USER-SENTINEL 目標: TypeScriptのエキスパートになる"
 OUTPUT = '{"subGoals": [], "note": "OUTPUT-SENTINEL"}'
 SENTINELS = (API_KEY, "SYSTEM-SENTINEL", "USER-SENTINEL", "OUTPUT-SENTINEL")
 RESPONSE_MODEL = "gpt-4o-mini-2024-07-18"
@@ -141,21 +138,6 @@ async def provider(server: FakeOpenAI) -> AsyncIterator[OpenAIProvider]:
     p = OpenAIProvider(base_url=server.base_url, api_key=API_KEY, model=CONFIGURED_MODEL, timeout_seconds=5)
     yield p
     await p.aclose()
-
-
-def make_request() -> AIRequest:
-    """A request with the spec's default sampling values (AI_TEMPERATURE, AI_MAX_TOKENS, AI_TOP_P)."""
-    defaults = Settings.model_fields
-    return AIRequest(
-        system=SYSTEM,
-        user=USER,
-        temperature=defaults["ai_temperature"].default,
-        max_tokens=defaults["ai_max_tokens"].default,
-        top_p=defaults["ai_top_p"].default,
-        context=CallContext(
-            process_id=uuid.uuid4(), unit_id=uuid.uuid4(), type=ProcessingType.SUBGOAL_GENERATION
-        ),
-    )
 
 
 def completion(
