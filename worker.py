@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sys
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -65,6 +67,11 @@ def main() -> None:
     configure_logging("worker", settings.log_level)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(settings))
+    # temporalio's runtime threads can abort interpreter shutdown (SIGABRT, sdk-python #300); the worker
+    # has stopped and the engine is disposed, so leave without it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import time
@@ -229,15 +230,24 @@ def _wait_for_health(api_url: str, services: list[_Service], timeout: float) -> 
         time.sleep(0.2)
 
 
+def _token_command() -> str:
+    """How to run `mandala token` from here: the bare name when it is on PATH, else the script's path."""
+    script = Path(sys.argv[0])
+    if script.name == "mandala" and shutil.which("mandala") != str(script.resolve()):
+        return f"{os.path.relpath(script)} token --sub demo-user"
+    return "mandala token --sub demo-user"
+
+
 def _print_banner(api_url: str, temporal_address: str, ui_url: str | None, data_dir: Path) -> None:
-    token = "$(mandala token --sub demo-user)"
+    command = _token_command()
+    token = f"$({command})"
     lines = [
         f"mandala dev is running (data in {data_dir})",
         f"  API:          {api_url}",
         f"  API docs:     {api_url}/docs",
         f"  Temporal:     {temporal_address}",
         f"  Temporal UI:  {ui_url or '(the external server has its own)'}",
-        "  Get a token:  mandala token --sub demo-user",
+        f"  Get a token:  {command}",
         f'  Try:          curl -H "Authorization: Bearer {token}" {api_url}/api/ai/async/history',
         "Press Ctrl+C to stop.",
     ]
