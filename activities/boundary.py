@@ -22,12 +22,11 @@ from ai.provider import ProviderError
 from db.engine import db_error
 from db.transitions import InternalSignalError
 from domain.errors import AppError, ErrorCode
+from domain.retry import MAXIMUM_ATTEMPTS, next_retry_delay
 
 log = logging.getLogger("activities")
 P = ParamSpec("P")
 R = TypeVar("R")
-MAX_ATTEMPTS = 4
-MAX_RETRY_DELAY_SECONDS = 60.0
 
 
 @runtime_checkable
@@ -46,10 +45,9 @@ def to_app_error(exc: BaseException) -> tuple[AppError, float | None]:
     return AppError(ErrorCode.UNKNOWN_ERROR, internal=type(exc).__name__), None
 
 
-def application_error(err: AppError, retry_after: float | None) -> ApplicationError:
-    delay = None
-    if retry_after is not None and err.entry.auto_retry:
-        delay = timedelta(seconds=min(max(retry_after, 0.0), MAX_RETRY_DELAY_SECONDS))
+def application_error(err: AppError, retry_after: float | None, attempt: int) -> ApplicationError:
+    seconds = next_retry_delay(attempt, retry_after) if err.entry.auto_retry else None
+    delay = None if seconds is None else timedelta(seconds=seconds)
     details = [err.details] if err.details else []
     return ApplicationError(
         err.code.value,
@@ -87,7 +85,7 @@ def boundary(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             raise ApplicationError(sig.signal.value, type=sig.signal.value, non_retryable=True) from None
         except Exception as exc:
             err, retry_after = to_app_error(exc)
-            will_retry = err.entry.auto_retry and info.attempt < MAX_ATTEMPTS
+            will_retry = err.entry.auto_retry and info.attempt < MAXIMUM_ATTEMPTS
             log.log(
                 logging.WARNING if will_retry else logging.INFO,
                 "activity attempt failed",
@@ -104,6 +102,6 @@ def boundary(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             owner = args[0] if args else None
             if will_retry and isinstance(owner, RecordsAttempts):
                 await owner.record_attempt_failed(args[-1], info.attempt, err.code)
-            raise application_error(err, retry_after) from None
+            raise application_error(err, retry_after, info.attempt) from None
 
     return run

@@ -22,6 +22,7 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
+    from domain import retry
     from domain.enums import ProcessingStatus, Scope
     from domain.errors import NON_RETRYABLE_CODES, ErrorCode, InternalSignal
     from domain.workflow_io import (
@@ -44,10 +45,10 @@ with workflow.unsafe.imports_passed_through():
     )
 
 STANDARD_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=4,
+    initial_interval=timedelta(seconds=retry.INITIAL_INTERVAL_SECONDS),
+    backoff_coefficient=retry.BACKOFF_COEFFICIENT,
+    maximum_interval=timedelta(seconds=retry.MAXIMUM_INTERVAL_SECONDS),
+    maximum_attempts=retry.MAXIMUM_ATTEMPTS,
     non_retryable_error_types=list(NON_RETRYABLE_CODES),
 )
 SHORT = timedelta(seconds=10)
