@@ -24,6 +24,7 @@ from ai.prompts import (
 from ai.provider import AIProvider, CallContext
 from db.context import PromptContext, load_context
 from db.repository import JobRepository
+from db.transitions import RunStatus
 from domain.enums import EventType, ProcessingType, Scope, UnitStatus
 from domain.errors import AppError, ErrorCode
 from domain.text import clean_text
@@ -87,10 +88,13 @@ class GenerationActivities:
         self.provider = provider
         self.settings = settings
 
-    async def _is_current_run(self) -> bool:
+    async def _probe(self) -> RunStatus:
         info = activity.info()
         desc = await activity.client().get_workflow_handle(info.workflow_id or "").describe()
-        return desc.run_id == info.workflow_run_id
+        extended = desc.raw_description.workflow_extended_info
+        return RunStatus(
+            current=desc.run_id == info.workflow_run_id, reset=extended.HasField("last_reset_time")
+        )
 
     @staticmethod
     def _run_id() -> str:
@@ -119,7 +123,7 @@ class GenerationActivities:
     async def mark_processing(self, ref: JobRef) -> MarkProcessingResult:
         s = self.settings
         deadline = s.goal_scope_deadline_seconds if ref.scope is Scope.GOAL else s.job_deadline_seconds
-        return await self.repo.mark_processing(ref.process_id, self._run_id(), deadline, self._is_current_run)
+        return await self.repo.mark_processing(ref.process_id, self._run_id(), deadline, self._probe)
 
     @activity.defn(name=Act.PLAN_UNITS)
     @boundary
@@ -142,9 +146,7 @@ class GenerationActivities:
     @boundary
     async def generate_unit(self, req: UnitRequest) -> GenerateUnitResult:
         info = activity.info()
-        job, saved = await self.repo.claim_unit(
-            req.process_id, req.unit.unit_id, self._run_id(), self._is_current_run
-        )
+        job, saved = await self.repo.claim_unit(req.process_id, req.unit.unit_id, self._run_id(), self._probe)
         if saved:
             return GenerateUnitResult(already_saved=True)
         ctx, action_type = await load_context(
@@ -211,20 +213,20 @@ class GenerationActivities:
     @activity.defn(name=Act.PERSIST_UNIT)
     @boundary
     async def persist_unit(self, req: PersistUnitRequest) -> PersistUnitResult:
-        return await self.repo.persist_unit(req, self._run_id(), self._is_current_run)
+        return await self.repo.persist_unit(req, self._run_id(), self._probe)
 
     @activity.defn(name=Act.RECORD_UNIT_FAILURE)
     @boundary
     async def record_unit_failure(self, failure: UnitFailure) -> None:
         err = AppError(ErrorCode(failure.error_code), failure.details)
         await self.repo.record_unit_failure(
-            failure.process_id, failure.unit.unit_id, err, self._run_id(), self._is_current_run
+            failure.process_id, failure.unit.unit_id, err, self._run_id(), self._probe
         )
 
     @activity.defn(name=Act.FINALIZE)
     @boundary
     async def finalize(self, req: FinalizeRequest) -> FinalizeResult:
-        return await self.repo.finalize(req, self._run_id(), self._is_current_run)
+        return await self.repo.finalize(req, self._run_id(), self._probe)
 
     def all(self) -> list[Any]:
         return [

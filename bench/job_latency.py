@@ -37,6 +37,7 @@ from db.context import load_context
 from db.engine import make_engine
 from db.migrate import upgrade_head
 from db.repository import JobRepository, NewJob
+from db.transitions import RunStatus
 from domain.enums import ProcessingType, Scope, TargetType
 from domain.errors import ErrorCode
 from domain.workflow_io import GenerationInput, PersistUnitRequest, UnitRef, WorkflowSummary, workflow_id_for
@@ -98,8 +99,8 @@ async def via_temporal(repo: JobRepository, client: Client, queue: str, user: uu
 async def floor(repo: JobRepository, provider: OfflineProvider, settings: Settings, user: uuid.UUID) -> None:
     """The same state writes and generation, in one coroutine: what a job costs without orchestration."""
 
-    async def current() -> bool:
-        return True
+    async def current() -> RunStatus:
+        return RunStatus(current=True)
 
     job = await new_job(repo, user)
     run = f"floor-{job.process_id}"

@@ -23,7 +23,7 @@ from db.models import Action, ProcessingState, ProcessingUnit, SubGoal, User
 from db.persist import Saved, save_actions, save_subgoals, save_tasks
 from db.transitions import (
     InternalSignalError,
-    IsCurrentRun,
+    RunProbe,
     Transition,
     append_event,
     append_event_to_terminal,
@@ -280,12 +280,12 @@ class JobRepository:
     # ------------------------------------------------------------------ worker side
 
     async def mark_processing(
-        self, process_id: uuid.UUID, run_id: str, deadline_seconds: int, is_current_run: IsCurrentRun
+        self, process_id: uuid.UUID, run_id: str, deadline_seconds: int, probe: RunProbe
     ) -> MarkProcessingResult:
         """T2 (or T11 through the claim check's reopen). Idempotent for a repeated attempt."""
 
         async def work(conn: AsyncConnection) -> tuple[MarkProcessingResult, Transition | None]:
-            claimed = await claim(conn, process_id, run_id, is_current_run)
+            claimed = await claim(conn, process_id, run_id, probe)
             deadline = func.now() + timedelta(seconds=deadline_seconds)
             t = None
             if claimed.row.status == ProcessingStatus.PENDING:
@@ -351,12 +351,12 @@ class JobRepository:
         return await self._tx(work)
 
     async def claim_unit(
-        self, process_id: uuid.UUID, unit_id: uuid.UUID, run_id: str, is_current_run: IsCurrentRun
+        self, process_id: uuid.UUID, unit_id: uuid.UUID, run_id: str, probe: RunProbe
     ) -> tuple[ProcessingState, bool]:
         """Claim check for generate_unit; returns the job row and whether the unit is already saved."""
 
         async def work(conn: AsyncConnection) -> tuple[ProcessingState, bool]:
-            row = (await claim(conn, process_id, run_id, is_current_run)).row
+            row = (await claim(conn, process_id, run_id, probe)).row
             status = (
                 await conn.execute(
                     select(PU.status).where(PU.process_id == process_id, PU.unit_id == unit_id)
@@ -397,9 +397,7 @@ class JobRepository:
 
         return await self._tx(work) is not None
 
-    async def persist_unit(
-        self, req: PersistUnitRequest, run_id: str, is_current_run: IsCurrentRun
-    ) -> PersistUnitResult:
+    async def persist_unit(self, req: PersistUnitRequest, run_id: str, probe: RunProbe) -> PersistUnitResult:
         """Step 10: the unit's rows, its SUCCEEDED mark and (target scope) COMPLETED in one transaction.
 
         Idempotent per (processId, unit): a repeat after a lost completion returns the stored summary.
@@ -426,7 +424,7 @@ class JobRepository:
                     job_completed=job.status == ProcessingStatus.COMPLETED,
                     progress=job.progress,
                 ), []
-            job = (await claim(conn, req.process_id, run_id, is_current_run)).row
+            job = (await claim(conn, req.process_id, run_id, probe)).row
             saved = await SAVERS[ProcessingType(job.type)](conn, job, unit_id, req.output, req.process_id)
             meta = req.output.metadata
             await upsert_unit_succeeded(
@@ -500,12 +498,12 @@ class JobRepository:
         unit_id: uuid.UUID,
         error: AppError,
         run_id: str,
-        is_current_run: IsCurrentRun,
+        probe: RunProbe,
     ) -> None:
         """Mark the unit FAILED with its final code and write UNIT_FAILED (with goal-scope progress)."""
 
         async def work(conn: AsyncConnection) -> None:
-            job = (await claim(conn, process_id, run_id, is_current_run)).row
+            job = (await claim(conn, process_id, run_id, probe)).row
             await conn.execute(
                 update(PU)
                 .where(PU.process_id == process_id, PU.unit_id == unit_id, PU.status != UnitStatus.SUCCEEDED)
@@ -530,9 +528,7 @@ class JobRepository:
 
         await self._tx(work)
 
-    async def finalize(
-        self, req: FinalizeRequest, run_id: str, is_current_run: IsCurrentRun
-    ) -> FinalizeResult:
+    async def finalize(self, req: FinalizeRequest, run_id: str, probe: RunProbe) -> FinalizeResult:
         """T4 (goal scope) / T5 / T6 / T8: the one terminal write of a workflow run."""
 
         async def work(conn: AsyncConnection) -> tuple[FinalizeResult, Transition | None]:
@@ -542,7 +538,7 @@ class JobRepository:
             if req.status is ProcessingStatus.CANCELLED and current.status == ProcessingStatus.CANCELLED:
                 return FinalizeResult(applied=True, status=ProcessingStatus.CANCELLED), None
             try:
-                row = (await claim(conn, req.process_id, run_id, is_current_run)).row
+                row = (await claim(conn, req.process_id, run_id, probe)).row
             except InternalSignalError:
                 return FinalizeResult(applied=False, status=ProcessingStatus(current.status)), None
             values: dict[str, Any] = {"status": req.status}

@@ -22,7 +22,16 @@ from domain.errors import InternalSignal
 log = logging.getLogger("db.transitions")
 PS = ProcessingState
 
-IsCurrentRun = Callable[[], Awaitable[bool]]
+
+@dataclass(frozen=True, slots=True)
+class RunStatus:
+    """What Temporal says about the workflow run asking: is it the current run, was the workflow reset."""
+
+    current: bool
+    reset: bool = False
+
+
+RunProbe = Callable[[], Awaitable[RunStatus]]
 
 
 class InternalSignalError(Exception):
@@ -151,9 +160,7 @@ async def lock_job(conn: AsyncConnection, process_id: uuid.UUID) -> Any:
     return (await conn.execute(select(PS).where(PS.id == process_id).with_for_update())).one_or_none()
 
 
-async def claim(
-    conn: AsyncConnection, process_id: uuid.UUID, run_id: str, is_current_run: IsCurrentRun
-) -> Claim:
+async def claim(conn: AsyncConnection, process_id: uuid.UUID, run_id: str, probe: RunProbe) -> Claim:
     """Spec 6.3 claim check under the row lock. Returns the (possibly adopted or reopened) row.
 
     Raises InternalSignalError(STALE_RUN | JOB_NOT_ACTIVE). A reopen that collides with another active
@@ -163,16 +170,19 @@ async def claim(
     if row is None:
         raise InternalSignalError(InternalSignal.JOB_NOT_ACTIVE)
     status = ProcessingStatus(row.status)
-    same_run = row.workflow_run_id in (None, run_id)
     if status in ACTIVE_STATUSES:
-        if same_run or await is_current_run():
+        if row.workflow_run_id in (None, run_id) or (await probe()).current:
             if row.workflow_run_id != run_id:
                 await conn.execute(update(PS).where(PS.id == process_id).values(workflow_run_id=run_id))
             return Claim(row)
         raise InternalSignalError(InternalSignal.STALE_RUN)
-    if status is not ProcessingStatus.COMPLETED and not same_run and await is_current_run():
-        await reopen(conn, process_id, status, run_id)
-        return Claim(await lock_job(conn, process_id), reopened=True)
+    if status is not ProcessingStatus.COMPLETED and row.workflow_run_id != run_id:
+        # Only an operator reset reopens a terminal row: the first run of a job the API cancelled (or whose
+        # start failed) while it was PENDING is current too, but must end without writing anything.
+        run = await probe()
+        if run.current and run.reset:
+            await reopen(conn, process_id, status, run_id)
+            return Claim(await lock_job(conn, process_id), reopened=True)
     raise InternalSignalError(InternalSignal.JOB_NOT_ACTIVE)
 
 

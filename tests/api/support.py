@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cli.token import issue_dev_token
 from db.models import Action, Goal, SubGoal, Task, User
 from db.repository import JobRepository, NewJob
+from db.transitions import RunStatus
 from domain.enums import ActionType, EventType, ProcessingStatus, ProcessingType, Scope, TargetType
 from domain.errors import AppError, ErrorCode
 from domain.generation import ActionItem, GeneratedUnit, GenerationMetadata, SubGoalItem
@@ -150,8 +151,8 @@ async def seed_tree(
     return tree
 
 
-async def _is_current_run() -> bool:
-    return True
+async def _is_current_run() -> RunStatus:
+    return RunStatus(current=True)
 
 
 _TARGET_KEY = {TargetType.GOAL: "goalId", TargetType.SUB_GOAL: "subGoalId", TargetType.ACTION: "actionId"}

@@ -12,8 +12,9 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from db.repository import JobRepository
+from db.transitions import RunStatus
 from domain.workflow_io import SA_PROCESSING_STATUS, PersistUnitRequest, UnitRef
-from tests.conftest import make_user, record_history, start_subgoal_job, subgoal_params
+from tests.conftest import make_user, record_history, start_subgoal_job, subgoal_params, wait_status
 
 
 async def rows(repo: JobRepository, sql: str, **params: Any) -> list[Any]:
@@ -163,11 +164,7 @@ async def test_cancel_stops_the_ai_call_and_writes_nothing(repo, client, make_se
     user = await make_user(repo.engine)
     async with worker_for(settings):
         process_id, handle = await start_subgoal_job(repo, client, settings, user)
-        for _ in range(100):
-            job = await repo.get_job(process_id)
-            if job is not None and job.status == "PROCESSING":
-                break
-            await asyncio.sleep(0.1)
+        await wait_status(repo, process_id, "PROCESSING")
         await asyncio.sleep(0.5)
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -222,8 +219,8 @@ async def test_persist_unit_twice_is_idempotent(repo, client, make_settings, wor
         ),
     )
 
-    async def not_current() -> bool:
-        return False
+    async def not_current() -> RunStatus:
+        return RunStatus(current=False)
 
     again = await repo.persist_unit(replay, job.workflow_run_id or "", not_current)
     assert again.created_count == 8 and again.job_completed is True
