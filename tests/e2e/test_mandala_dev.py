@@ -1,4 +1,4 @@
-"""`mandala dev` end to end: start everything, generate subgoals, stop on SIGINT, restart, find the data."""
+"""`mandala dev` end to end: start everything, build a full chart, stop on SIGINT, restart, find the data."""
 
 from __future__ import annotations
 
@@ -257,8 +257,16 @@ def test_mandala_dev_runs_generates_stops_and_keeps_data_across_restarts(
         process_id, goal_id = started["processId"], started["targetId"]
         job = wait_for_completion(http, process_id)
         titles = subgoal_titles(http, goal_id)
+        # the rest of the chart: actions for every subgoal, then tasks for every action
+        for job_type in ("ACTION_GENERATION", "TASK_GENERATION"):
+            body = {"type": job_type, "params": {"goalId": goal_id}}
+            fan_out = api_data(http.post("/api/ai/async/generate", json=body), expected_status=202)
+            wait_for_completion(http, fan_out["processId"])
+        tree = api_data(http.get(f"/api/goals/{goal_id}"))["goal"]
     assert job["progress"] == 100
     assert len(titles) == 8
+    assert [len(subgoal["actions"]) for subgoal in tree["subGoals"]] == [8] * 8
+    assert all(action["tasks"] for subgoal in tree["subGoals"] for action in subgoal["actions"])
     wait_for_visibility(system.temporal_address, f"ai-gen-{process_id}")
     assert httpx.get(system.ui_url, timeout=10).status_code == 200
 
