@@ -79,6 +79,18 @@ class Settings(BaseSettings):
     estimate_seconds_action: int = Field(default=180, ge=1)
     estimate_seconds_task: int = Field(default=120, ge=1)
 
+    # Housekeeping (spec 6.10, 6.11)
+    temporal_maintenance_task_queue: str = "maintenance"
+    schedules_enabled: bool = True
+    reconcile_interval_seconds: int = Field(default=60, ge=5, le=3600)
+    retention_days: int = Field(default=90, ge=1)
+    retention_cron: str = "0 3 * * *"
+
+    # Observability (spec 8.3)
+    metrics_enabled: bool = True
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    otel_exporter_otlp_endpoint: str | None = None
+
     @field_validator("cors_allow_origins", mode="before")
     @classmethod
     def _split_origins(cls, v: object) -> object:

@@ -120,6 +120,8 @@ def make_settings(database_url: str, temporal_env: WorkflowEnvironment) -> Calla
             "temporal_address": temporal_env.client.service_client.config.target_host,
             "temporal_task_queue": f"test-{uuid.uuid4()}",
             "ai_offline_faults": True,
+            "schedules_enabled": False,
+            "metrics_enabled": False,
         }
         values.update(overrides)
         return Settings(**values)
