@@ -1,4 +1,8 @@
-"""`python worker.py`: connect to Temporal and Postgres, then run the generation worker until stopped."""
+"""`python worker.py`: connect to Temporal and Postgres, then run the workers until stopped.
+
+One worker serves GenerationWorkflow on TEMPORAL_TASK_QUEUE; one serves the housekeeping workflows on
+TEMPORAL_MAINTENANCE_TASK_QUEUE, whose Schedules it creates or updates at start-up.
+"""
 
 from __future__ import annotations
 
@@ -11,26 +15,36 @@ import sys
 from datetime import timedelta
 
 from temporalio.client import Client
+from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from activities.generation import GenerationActivities
+from activities.maintenance import MaintenanceActivities
 from ai.factory import build_provider
 from ai.provider import AIProvider
 from db.engine import make_engine
+from db.housekeeping import Housekeeping
 from db.repository import JobRepository
+from observability import metrics
 from observability.logging import configure_logging
+from observability.tracing import flush_tracing, init_tracing
 from settings import Settings, get_settings
 from workflows.generation import GenerationWorkflow
+from workflows.maintenance import ReconcileWorkflow, RetentionWorkflow
+from workflows.schedules import ensure_schedules
 
 log = logging.getLogger("worker")
 
 
-async def connect_client(settings: Settings) -> Client:
+async def connect_client(settings: Settings, runtime: Runtime | None = None) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
+        interceptors=[TracingInterceptor()],
+        runtime=runtime,
     )
 
 
@@ -45,17 +59,43 @@ def build_worker(client: Client, settings: Settings, repo: JobRepository, provid
     )
 
 
+def build_maintenance_worker(client: Client, settings: Settings, repo: JobRepository) -> Worker:
+    activities = MaintenanceActivities(repo, Housekeeping(repo.engine), settings.reconcile_interval_seconds)
+    return Worker(
+        client,
+        task_queue=settings.temporal_maintenance_task_queue,
+        workflows=[ReconcileWorkflow, RetentionWorkflow],
+        activities=activities.all(),
+        graceful_shutdown_timeout=timedelta(seconds=5),
+    )
+
+
 async def run(settings: Settings) -> None:
+    async with metrics.temporal_runtime() as runtime:
+        await serve(settings, await connect_client(settings, runtime))
+
+
+async def serve(settings: Settings, client: Client) -> None:
     engine = make_engine(settings.database_url, settings.db_pool_size)
-    client = await connect_client(settings)
     provider = build_provider(settings)
-    worker = build_worker(client, settings, JobRepository(engine), provider)
+    repo = JobRepository(engine)
+    if settings.schedules_enabled:
+        await ensure_schedules(
+            client,
+            settings.temporal_maintenance_task_queue,
+            settings.reconcile_interval_seconds,
+            settings.retention_cron,
+            settings.retention_days,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     log.info("worker started", extra={"event": "worker_started", "taskQueue": settings.temporal_task_queue})
-    async with worker:
+    async with (
+        build_worker(client, settings, repo, provider),
+        build_maintenance_worker(client, settings, repo),
+    ):
         await stop.wait()
     await provider.aclose()
     await engine.dispose()
@@ -65,8 +105,12 @@ async def run(settings: Settings) -> None:
 def main() -> None:
     settings = get_settings()
     configure_logging("worker", settings.log_level)
+    metrics.init_metrics("worker", settings)
+    init_tracing("worker", settings)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(settings))
+    metrics.install(None)
+    flush_tracing()
     # temporalio's runtime threads can abort interpreter shutdown (SIGABRT, sdk-python #300); the worker
     # has stopped and the engine is disposed, so leave without it.
     sys.stdout.flush()

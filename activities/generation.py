@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -228,7 +228,7 @@ class GenerationActivities:
     async def finalize(self, req: FinalizeRequest) -> FinalizeResult:
         return await self.repo.finalize(req, self._run_id(), self._probe)
 
-    def all(self) -> list[Any]:
+    def all(self) -> list[Callable[..., Any]]:
         return [
             self.mark_processing,
             self.plan_units,

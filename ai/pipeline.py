@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from ai.parser import ResponseInvalid, parse_actions, parse_subgoals, parse_tasks
 from ai.prompts import Prompt, with_invalid_response_feedback, with_regeneration_feedback
-from ai.provider import AIProvider, AIRequest, CallContext, ProviderError, ProviderErrorKind
+from ai.provider import AIProvider, AIRequest, AIResponse, CallContext, ProviderError, ProviderErrorKind
 from domain.enums import ActionType, ProcessingType
 from domain.errors import AppError, ErrorCode
 from domain.generation import GeneratedUnit, GenerationMetadata
 from domain.quality import QualityResult, Violation, validate_actions, validate_subgoals, validate_tasks
+from observability import metrics
+from observability.tracing import tag_activity_span
 
 log = logging.getLogger("ai.pipeline")
 MAX_OUTPUTS = 3
@@ -23,6 +27,18 @@ R = TypeVar("R")
 ItemT = TypeVar("ItemT")
 
 OnBadOutput = Callable[[int, ErrorCode], Awaitable[None]]
+
+
+class Outcome(StrEnum):
+    """The ``Outcome`` label of AIRequestDuration: how one provider call ended."""
+
+    SUCCESS = "SUCCESS"
+    INVALID_RESPONSE = "INVALID_RESPONSE"  # provider-detected, empty, truncated or unparsable
+    QUALITY_ERROR = "QUALITY_ERROR"  # parsed but failed the quality rules
+    TRANSIENT = "TRANSIENT"
+    REJECTED = "REJECTED"
+    CANCELLED = "CANCELLED"  # the activity was cancelled during the call
+    ERROR = "ERROR"  # anything else (a bug): the activity boundary reports it
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +66,42 @@ def output_kind(job_type: ProcessingType, action_type: ActionType | None = None)
     return OutputKind("tasks", parse_tasks, lambda items: validate_tasks(items, parent))
 
 
+def _ms_since(started: float) -> int:
+    return math.floor((time.monotonic() - started) * 1000)
+
+
+def _cost(tokens: int, per_1k_usd: float) -> float:
+    return round(tokens / 1000 * per_1k_usd, 8)
+
+
+def _failure_outcome(exc: BaseException) -> Outcome:
+    if isinstance(exc, ProviderError):
+        return Outcome(exc.kind.value)
+    return Outcome.CANCELLED if isinstance(exc, asyncio.CancelledError) else Outcome.ERROR
+
+
+def _record_call(
+    provider: str,
+    job_type: ProcessingType,
+    outcome: Outcome,
+    duration_ms: int,
+    response: AIResponse | None = None,
+    cost_per_1k_usd: float = 0.0,
+) -> None:
+    """The AI metrics of one provider call (tokens and cost only when the provider answered)."""
+    tokens_in = response.input_tokens if response else 0
+    tokens_out = response.output_tokens if response else 0
+    metrics.ai_call(
+        provider,
+        job_type.value,
+        outcome.value,
+        duration_ms,
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        cost_usd=_cost(tokens_in + tokens_out, cost_per_1k_usd),
+    )
+
+
 def _log_violations(event: str, level: int, call: CallContext, violations: Sequence[Violation]) -> None:
     for v in violations:
         log.log(
@@ -74,6 +126,7 @@ async def generate_validated(
     on_bad_output: OnBadOutput,
 ) -> GeneratedUnit:
     """Produce one valid output or raise AppError with the code of the last failure."""
+    tag_activity_span(call.process_id, call.attempt, call.unit_id)
     tokens_in = tokens_out = 0
     started = time.monotonic()
     current = prompt
@@ -91,14 +144,17 @@ async def generate_validated(
             log.debug(
                 "ai prompt", extra={"event": "ai_prompt", "system": current.system, "user": current.user}
             )
+        call_started = time.monotonic()
         try:
             response = await provider.generate(request)
-        except ProviderError as err:
-            if err.kind is not ProviderErrorKind.INVALID_RESPONSE:
+        except BaseException as exc:
+            _record_call(provider.name, call.type, _failure_outcome(exc), _ms_since(call_started))
+            if not (isinstance(exc, ProviderError) and exc.kind is ProviderErrorKind.INVALID_RESPONSE):
                 raise
-            failure = AppError(ErrorCode.AI_RESPONSE_INVALID, internal=str(err))
+            failure = AppError(ErrorCode.AI_RESPONSE_INVALID, internal=str(exc))
             violations: Sequence[Violation] = ()
         else:
+            call_ms = _ms_since(call_started)
             tokens_in += response.input_tokens
             tokens_out += response.output_tokens
             log.info(
@@ -122,24 +178,28 @@ async def generate_validated(
                     raise ResponseInvalid("empty or truncated output")
                 result = kind.validate(kind.parse(response.text))
             except ResponseInvalid as err:
+                outcome = Outcome.INVALID_RESPONSE
                 failure = AppError(ErrorCode.AI_RESPONSE_INVALID, internal=str(err))
                 violations = ()
             else:
                 _log_violations("quality_validation_warning", logging.WARNING, call, result.warnings)
-                if result.ok:
-                    total = tokens_in + tokens_out
-                    metadata = GenerationMetadata(
-                        provider=response.provider,
-                        model=response.model,
-                        input_tokens=tokens_in,
-                        output_tokens=tokens_out,
-                        generation_attempts=generation,
-                        duration_ms=math.floor((time.monotonic() - started) * 1000),
-                        estimated_cost_usd=round(total / 1000 * sampling.cost_per_1k_tokens_usd, 8),
-                    )
-                    return GeneratedUnit.model_validate(
-                        {kind.field: list(result.items), "metadata": metadata}
-                    )
+                outcome = Outcome.SUCCESS if result.ok else Outcome.QUALITY_ERROR
+            _record_call(
+                provider.name, call.type, outcome, call_ms, response, sampling.cost_per_1k_tokens_usd
+            )
+            if outcome is Outcome.SUCCESS:
+                total = tokens_in + tokens_out
+                metadata = GenerationMetadata(
+                    provider=response.provider,
+                    model=response.model,
+                    input_tokens=tokens_in,
+                    output_tokens=tokens_out,
+                    generation_attempts=generation,
+                    duration_ms=_ms_since(started),
+                    estimated_cost_usd=_cost(total, sampling.cost_per_1k_tokens_usd),
+                )
+                return GeneratedUnit.model_validate({kind.field: list(result.items), "metadata": metadata})
+            if outcome is Outcome.QUALITY_ERROR:
                 _log_violations("quality_validation_failed", logging.WARNING, call, result.errors)
                 failure = AppError(ErrorCode.QUALITY_ERROR, result.error_details())
                 violations = result.errors

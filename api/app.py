@@ -7,11 +7,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
 from api.routes import goals, health, jobs
 from api.services import open_services
+from observability import metrics
+from observability.tracing import init_tracing
 from settings import AppEnv, Settings, get_settings
 
 EXPOSED_HEADERS = [
@@ -29,6 +32,8 @@ EXPOSED_HEADERS = [
 def create_app(settings: Settings | None = None) -> FastAPI:
     cfg = settings or get_settings()
     production = cfg.app_env is AppEnv.PRODUCTION
+    metrics.init_metrics("api", cfg)
+    init_tracing("api", cfg)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,4 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=EXPOSED_HEADERS,
         )
     app.add_middleware(RequestContextMiddleware)
+    # Outermost: the server span and http.server.duration (ApiErrors) see every response, 500s included.
+    FastAPIInstrumentor.instrument_app(
+        app, meter_provider=metrics.meter_provider(), exclude_spans=["receive", "send"]
+    )
     return app

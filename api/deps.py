@@ -19,6 +19,7 @@ from api.rate_limit import Bucket
 from api.services import Services
 from domain.enums import Language
 from domain.errors import AppError, ErrorCode
+from observability import metrics
 
 
 def services(request: Request) -> Services:
@@ -45,6 +46,7 @@ def _rate_limited(bucket: Bucket) -> Callable[..., Awaitable[UUID]]:
         setattr(request.state, RATE_LIMIT_HEADERS_KEY, decision.headers())
         if not decision.allowed:
             log_event(logging.WARNING, "rate_limit_exceeded", "rate limit exceeded", bucket=bucket.value)
+            metrics.rate_limit_rejected(bucket.value)
             raise AppError(
                 ErrorCode.RATE_LIMIT_EXCEEDED,
                 decision.rejection_details(),

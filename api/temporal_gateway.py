@@ -19,6 +19,7 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
+from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api.log_context import log_event
@@ -54,6 +55,7 @@ class TemporalConnection:
                             self._settings.temporal_address,
                             namespace=self._settings.temporal_namespace,
                             data_converter=pydantic_data_converter,
+                            interceptors=[TracingInterceptor()],
                         ),
                         within,
                     )

@@ -51,6 +51,7 @@ from domain.workflow_io import (
     PersistUnitResult,
     workflow_id_for,
 )
+from observability import metrics
 
 log = logging.getLogger("db.repository")
 PS = ProcessingState
@@ -105,7 +106,17 @@ def log_transition(t: Transition, **extra: Any) -> None:
         "progress": t.progress,
     }
     if t.to_status.is_terminal and t.completed_at is not None:
-        fields["durationMs"] = int((t.completed_at - t.created_at).total_seconds() * 1000)
+        duration_ms = (t.completed_at - t.created_at).total_seconds() * 1000
+        fields["durationMs"] = int(duration_ms)
+        # Called once per applied transition, after commit: each terminal metric counts exactly once (6.3).
+        error_code, cancelled_by = extra.get("errorCode"), extra.get("cancelledBy")
+        metrics.job_finished(
+            str(t.type),
+            t.to_status,
+            duration_ms,
+            error_type=None if error_code is None else str(error_code),
+            cancelled_by=None if cancelled_by is None else str(cancelled_by),
+        )
     fields.update(extra)
     log.info("state transition", extra=fields)
 
@@ -274,7 +285,7 @@ class JobRepository:
         if out is None:
             return None
         row, t = out
-        log_transition(t, errorCode=err.code.value)
+        log_transition(t, errorCode=err.code.value, cancelledBy=CancelledBy.USER.value)
         return row, t.from_status
 
     # ------------------------------------------------------------------ worker side
@@ -541,32 +552,76 @@ class JobRepository:
                 row = (await claim(conn, req.process_id, run_id, probe)).row
             except InternalSignalError:
                 return FinalizeResult(applied=False, status=ProcessingStatus(current.status)), None
-            values: dict[str, Any] = {"status": req.status}
-            payload: dict[str, Any] = {"source": req.source}
-            if req.status is ProcessingStatus.COMPLETED:
-                values["progress"] = 100
-            else:
-                code = ErrorCode(req.error_code or ErrorCode.UNKNOWN_ERROR)
-                err = AppError(code, req.details)
-                values.update(error=err.stored(), error_code=code.value, error_internal=req.internal)
-                payload["errorCode"] = code.value
-            if req.status is ProcessingStatus.CANCELLED:
-                by = req.cancelled_by or CancelledBy.OPERATOR
-                values.update(
-                    cancel_requested_at=func.coalesce(PS.cancel_requested_at, func.now()),
-                    cancel_reason=(req.cancel_reason or OPERATOR_CANCEL_REASON)[:500],
-                    cancelled_by=by.value,
-                )
-                payload["cancelledBy"] = by.value
-            if is_goal_scope(row):
-                values["result"] = await goal_scope_result(conn, row)
-            t = await transition(conn, req.process_id, ACTIVE, EventType(req.status.value), payload, **values)
+            t = await terminal_write(conn, row, req)
             return FinalizeResult(applied=t is not None, status=req.status), t
 
         result, t = await self._tx(work)
         if t:
-            log_transition(t, errorCode=req.error_code)
+            log_transition(t, errorCode=req.error_code, cancelledBy=cancelled_by(req))
         return result
+
+    async def reconcile(self, req: FinalizeRequest) -> bool:
+        """T10: the reconciler ends an open row whose workflow has closed (no claim: it is no run).
+
+        A COMPLETED request becomes FAILED (with ``req.error_code``, else UNKNOWN_ERROR) unless every unit
+        of the job was saved: a closed workflow is only a success if the data is there.
+        """
+
+        async def work(conn: AsyncConnection) -> Transition | None:
+            row = await lock_job(conn, req.process_id)
+            if row is None or row.status not in ACTIVE:
+                return None
+            if req.status is ProcessingStatus.COMPLETED and not await all_units_succeeded(
+                conn, req.process_id
+            ):
+                req_failed = req.model_copy(update={"status": ProcessingStatus.FAILED})
+                return await terminal_write(conn, row, req_failed)
+            return await terminal_write(conn, row, req)
+
+        t = await self._tx(work)
+        if t:
+            log_transition(t, errorCode=req.error_code, cancelledBy=cancelled_by(req), source=req.source)
+        return t is not None
+
+
+def cancelled_by(req: FinalizeRequest) -> str | None:
+    """Who a CANCELLED write names: the request's canceller, an operator by default."""
+    if req.status is not ProcessingStatus.CANCELLED:
+        return None
+    return (req.cancelled_by or CancelledBy.OPERATOR).value
+
+
+async def terminal_write(conn: AsyncConnection, row: Any, req: FinalizeRequest) -> Transition | None:
+    """The guarded write of one terminal state with its event (goal scope: with the rebuilt result)."""
+    values: dict[str, Any] = {"status": req.status}
+    payload: dict[str, Any] = {"source": req.source}
+    if req.status is ProcessingStatus.COMPLETED:
+        values["progress"] = 100
+    else:
+        code = ErrorCode(req.error_code or ErrorCode.UNKNOWN_ERROR)
+        err = AppError(code, req.details)
+        values.update(error=err.stored(), error_code=code.value, error_internal=req.internal)
+        payload["errorCode"] = code.value
+    by = cancelled_by(req)
+    if by is not None:
+        values.update(
+            cancel_requested_at=func.coalesce(PS.cancel_requested_at, func.now()),
+            cancel_reason=(req.cancel_reason or OPERATOR_CANCEL_REASON)[:500],
+            cancelled_by=by,
+        )
+        payload["cancelledBy"] = by
+    if is_goal_scope(row):
+        values["result"] = await goal_scope_result(conn, row)
+    return await transition(conn, row.id, ACTIVE, EventType(req.status.value), payload, **values)
+
+
+async def all_units_succeeded(conn: AsyncConnection, process_id: uuid.UUID) -> bool:
+    pending = (
+        await conn.execute(
+            select(func.count()).where(PU.process_id == process_id, PU.status != UnitStatus.SUCCEEDED)
+        )
+    ).scalar_one()
+    return bool(pending == 0)
 
 
 async def _save_subgoals(

@@ -34,6 +34,12 @@ class Act:
     PERSIST_UNIT = "persist_unit"
     RECORD_UNIT_FAILURE = "record_unit_failure"
     FINALIZE = "finalize"
+    RECONCILE_BATCH = "reconcile_batch"
+    PURGE_BATCH = "purge_batch"
+
+
+RECONCILER_SCHEDULE_ID = "ai-gen-reconciler"
+RETENTION_SCHEDULE_ID = "ai-gen-retention"
 
 
 def workflow_id_for(process_id: UUID | str) -> str:
@@ -145,3 +151,19 @@ class WorkflowSummary(_Model):
     outcome: str
     process_id: UUID
     status: ProcessingStatus | None = None
+
+
+class ReconcileSummary(_Model):
+    checked: int = 0
+    fixed: int = 0
+    cancels_resent: int = 0
+    queue_depth: int = 0
+
+
+class RetentionInput(_Model):
+    older_than_days: int
+
+
+class RetentionSummary(_Model):
+    deleted_jobs: int = 0
+    deleted_rate_limit_windows: int = 0

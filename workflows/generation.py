@@ -57,10 +57,6 @@ DEFAULT_CANCEL_REASON = "オペレーターによるキャンセル"
 WAIT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
 
 
-class _StopQuietly(Exception):
-    """An activity reported STALE_RUN / JOB_NOT_ACTIVE: the row is no longer this run's."""
-
-
 # A remote activity's failure arrives as ActivityError(cause=…); a local activity's as the cause itself.
 ACTIVITY_FAILURE = (ActivityError, ApplicationError, TimeoutError)
 
@@ -113,7 +109,13 @@ class GenerationWorkflow:
                 start_to_close_timeout=SHORT,
                 retry_policy=STANDARD_RETRY,
             )
-        except ACTIVITY_FAILURE as err:
+        except asyncio.CancelledError:
+            await self._cancelled(inp)
+            raise
+        except FailureError as err:
+            if is_cancelled_exception(err):
+                await self._cancelled(inp)
+                raise
             code, _ = failure_of(err)
             if code in INTERNAL:
                 return self._quiet(inp)
@@ -137,15 +139,7 @@ class GenerationWorkflow:
         except asyncio.CancelledError:
             work.cancel()
             await self._settle(work)
-            await self._finalize(
-                FinalizeRequest(
-                    process_id=inp.process_id,
-                    status=ProcessingStatus.CANCELLED,
-                    error_code=ErrorCode.CANCELLED.value,
-                    cancel_reason=workflow.cancellation_reason() or DEFAULT_CANCEL_REASON,
-                )
-            )
-            self._set_status(ProcessingStatus.CANCELLED)
+            await self._cancelled(inp)
             raise
         completed_in_persist = work.result()
         if self._stop:
@@ -162,9 +156,21 @@ class GenerationWorkflow:
             await work
         except asyncio.CancelledError:
             pass
-        except ACTIVITY_FAILURE as err:
+        except FailureError as err:
             if not is_cancelled_exception(err):
                 raise
+
+    async def _cancelled(self, inp: GenerationInput) -> None:
+        """The row's terminal write for a workflow cancel (a no-op when the API cancelled it first)."""
+        await self._finalize(
+            FinalizeRequest(
+                process_id=inp.process_id,
+                status=ProcessingStatus.CANCELLED,
+                error_code=ErrorCode.CANCELLED.value,
+                cancel_reason=workflow.cancellation_reason() or DEFAULT_CANCEL_REASON,
+            )
+        )
+        self._set_status(ProcessingStatus.CANCELLED)
 
     def _quiet(self, inp: GenerationInput) -> WorkflowSummary:
         return WorkflowSummary(outcome="ROW_ALREADY_TERMINAL", process_id=inp.process_id)

@@ -27,6 +27,7 @@ from db.repository import USER_CANCEL_REASON, NewJob
 from domain.enums import ProcessingStatus, ProcessingType, Scope
 from domain.errors import AppError, ErrorCode
 from domain.params import target_of, validate_cancel_body, validate_generate, validate_retry_body
+from observability import metrics
 
 PREFIX = "/api/ai/async"
 MAX_RETRIES = 3
@@ -45,7 +46,8 @@ async def _owned_job(conn: AsyncConnection, process_id: UUID, user_id: UUID) -> 
     return view
 
 
-def _accepted(job: NewJob, scope: Scope) -> JSONResponse:
+def _accepted(job: NewJob, scope: Scope, trigger: metrics.Trigger) -> JSONResponse:
+    metrics.job_started(job.type.value, trigger)
     location = {"Location": f"{PREFIX}/status/{job.process_id}"}
     return success(accepted_view(job, scope), status_code=202, headers=location)
 
@@ -71,7 +73,7 @@ async def generate(request: Request, svc: ServicesDep, user_id: WriteUser, body:
     log_event(
         logging.INFO, "job_accepted", "job accepted", processId=str(job.process_id), type=req.type.value
     )
-    return _accepted(job, req.target.scope)
+    return _accepted(job, req.target.scope, metrics.Trigger.START)
 
 
 @router.get("/status/{processId}")
@@ -121,7 +123,7 @@ async def retry(
         childProcessId=str(job.process_id),
         retryCount=job.retry_count,
     )
-    return _accepted(job, target.scope)
+    return _accepted(job, target.scope, metrics.Trigger.RETRY)
 
 
 @router.post("/cancel/{processId}")

@@ -1,0 +1,241 @@
+"""Reconciler, retention and their Schedules against the real Temporal dev server (spec 6.10, 6.11)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.worker import Worker
+
+from cli.temporal_server import find_temporal_cli
+from db.repository import JobRepository, NewJob
+from domain.enums import ProcessingType, Scope, TargetType
+from domain.workflow_io import (
+    RECONCILER_SCHEDULE_ID,
+    RETENTION_SCHEDULE_ID,
+    GenerationInput,
+    ReconcileSummary,
+    RetentionInput,
+    RetentionSummary,
+    workflow_id_for,
+)
+from settings import Settings
+from tests.conftest import make_user, start_subgoal_job, subgoal_params, wait_status
+from tests.integration.test_subgoal_workflow import events
+from workflows.schedules import ensure_schedules
+
+
+@asynccontextmanager
+async def maintenance_worker(
+    client: Client, settings: Settings, repo: JobRepository
+) -> AsyncIterator[Worker]:
+    from worker import build_maintenance_worker
+
+    async with build_maintenance_worker(client, settings, repo) as worker:
+        yield worker
+
+
+async def reconcile(client: Client, settings: Settings) -> ReconcileSummary:
+    return await client.execute_workflow(
+        "ReconcileWorkflow",
+        id=f"reconcile-{uuid.uuid4()}",
+        task_queue=settings.temporal_maintenance_task_queue,
+        result_type=ReconcileSummary,
+    )
+
+
+async def age(repo: JobRepository, process_id: uuid.UUID, **intervals: str) -> None:
+    """Move a row's timestamps into the past, as if the reconciler ran later."""
+    sets = ", ".join(f"{column} = {column} - CAST(:{column} AS interval)" for column in intervals)
+    async with repo.engine.begin() as conn:
+        await conn.execute(
+            text(f"UPDATE processing_states SET {sets} WHERE id = :id"), {"id": process_id, **intervals}
+        )
+
+
+@pytest.fixture
+def maintenance_settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings(temporal_maintenance_task_queue=f"maintenance-{uuid.uuid4()}")
+
+
+async def test_terminated_workflow_becomes_cancelled_terminated(
+    repo, client, maintenance_settings, worker_for
+) -> None:
+    settings = maintenance_settings
+    user = await make_user(repo.engine)
+    async with worker_for(settings), maintenance_worker(client, settings, repo):
+        process_id, _ = await start_subgoal_job(
+            repo, client, settings, user, subgoal_params("#fault:subgoal:hang 学習計画")
+        )
+        await wait_status(repo, process_id, "PROCESSING")
+        await asyncio.to_thread(
+            subprocess.run,
+            [
+                str(find_temporal_cli()),
+                "workflow",
+                "terminate",
+                "-w",
+                workflow_id_for(process_id),
+                "--reason",
+                "stuck provider",
+                "--address",
+                settings.temporal_address,
+            ],
+            check=True,
+            capture_output=True,
+        )
+        assert (await reconcile(client, settings)).fixed == 0  # recent rows are left alone
+        await age(repo, process_id, updated_at="2 minutes")
+        summary = await reconcile(client, settings)
+    assert summary.fixed == 1
+    job = await repo.get_job(process_id)
+    assert job is not None
+    assert (job.status, job.error_code, job.cancelled_by, job.cancel_reason) == (
+        "CANCELLED",
+        "TERMINATED",
+        "OPERATOR",
+        "stuck provider",
+    )
+    last = (await events(repo, process_id))[-1]
+    assert (last.type, last.payload["source"], last.payload["errorCode"]) == (
+        "CANCELLED",
+        "reconciler",
+        "TERMINATED",
+    )
+
+
+async def test_missing_workflow_and_execution_timeout(repo, client, maintenance_settings, worker_for) -> None:
+    settings = maintenance_settings
+    user = await make_user(repo.engine)
+    # a workflow terminated before any worker ran it
+    orphan, _ = await start_subgoal_job(repo, client, settings, user)
+    await client.get_workflow_handle(workflow_id_for(orphan)).terminate()
+    never = uuid.uuid4()  # the row alone, no workflow at all
+    now = datetime.now(UTC)
+    await repo.create_job(
+        NewJob(
+            process_id=never,
+            user_id=user,
+            type=ProcessingType.SUBGOAL_GENERATION,
+            target_type=TargetType.GOAL,
+            target_id=uuid.uuid4(),
+            params=subgoal_params(),
+            total_units=1,
+            created_at=now,
+            estimated_completion_at=now,
+            request_id=None,
+        )
+    )
+    # a workflow that times out with no worker polling its queue
+    timed_out = uuid.uuid4()
+    await repo.create_job(
+        NewJob(
+            process_id=timed_out,
+            user_id=user,
+            type=ProcessingType.SUBGOAL_GENERATION,
+            target_type=TargetType.GOAL,
+            target_id=uuid.uuid4(),
+            params=subgoal_params(),
+            total_units=1,
+            created_at=now,
+            estimated_completion_at=now,
+            request_id=None,
+        )
+    )
+    handle = await client.start_workflow(
+        "GenerationWorkflow",
+        GenerationInput(
+            process_id=timed_out,
+            user_id=user,
+            type=ProcessingType.SUBGOAL_GENERATION,
+            target_type=TargetType.GOAL,
+            target_id=uuid.uuid4(),
+            scope=Scope.TARGET,
+        ),
+        id=workflow_id_for(timed_out),
+        task_queue=f"nobody-{uuid.uuid4()}",
+        execution_timeout=timedelta(seconds=1),
+    )
+    for _ in range(100):
+        if (await handle.describe()).status == WorkflowExecutionStatus.TIMED_OUT:
+            break
+        await asyncio.sleep(0.1)
+    for pid in (orphan, never, timed_out):
+        await age(repo, pid, updated_at="2 minutes")
+    async with maintenance_worker(client, settings, repo):
+        first = await reconcile(client, settings)
+        assert (await repo.get_job(never)).status == "PENDING"  # younger than 5 minutes: maybe still starting
+        await age(repo, never, created_at="6 minutes")
+        second = await reconcile(client, settings)
+    assert first.fixed == 2 and second.fixed == 1
+    assert (await repo.get_job(never)).error_code == "WORKFLOW_START_ERROR"
+    timed = await repo.get_job(timed_out)
+    assert timed is not None and timed.status == "TIMEOUT"
+    assert timed.error == {
+        "code": "TIMEOUT_ERROR",
+        "retryable": True,
+        "details": {"timeoutKind": "WORKFLOW_EXECUTION"},
+    }
+    terminated = await repo.get_job(orphan)
+    assert terminated is not None and terminated.error_code == "TERMINATED"
+    assert first.queue_depth == 1 and second.queue_depth == 0
+
+
+async def test_retention_deletes_only_old_terminal_rows(repo, client, maintenance_settings) -> None:
+    settings = maintenance_settings
+    user = await make_user(repo.engine)
+    ids: dict[str, uuid.UUID] = {}
+    for name in ("old", "recent", "active"):
+        pid, _ = await start_subgoal_job(repo, client, settings, user)
+        ids[name] = pid
+    for name in ("old", "recent"):
+        await repo.cancel_by_user(ids[name], "x")
+    await age(repo, ids["old"], completed_at="91 days", created_at="91 days")
+    await age(repo, ids["recent"], completed_at="89 days", created_at="89 days")
+    await age(repo, ids["active"], created_at="400 days")
+    goal = uuid.uuid4()
+    async with repo.engine.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO goals (id, user_id, title, created_by_process_id) VALUES (:g, :u, 't', :p)"),
+            {"g": goal, "u": user, "p": ids["old"]},
+        )
+    async with maintenance_worker(client, settings, repo):
+        summary = await client.execute_workflow(
+            "RetentionWorkflow",
+            RetentionInput(older_than_days=90),
+            id=f"retention-{uuid.uuid4()}",
+            task_queue=settings.temporal_maintenance_task_queue,
+            result_type=RetentionSummary,
+        )
+    assert summary.deleted_jobs == 1
+    assert await repo.get_job(ids["old"]) is None
+    assert await repo.get_job(ids["recent"]) is not None and await repo.get_job(ids["active"]) is not None
+    async with repo.engine.connect() as conn:
+        orphaned = (
+            await conn.execute(
+                text("SELECT count(*) FROM processing_events WHERE process_id=:p"), {"p": ids["old"]}
+            )
+        ).scalar_one()
+        kept_goal = (
+            await conn.execute(text("SELECT created_by_process_id FROM goals WHERE id=:g"), {"g": goal})
+        ).one()
+    assert orphaned == 0 and kept_goal.created_by_process_id is None
+
+
+async def test_schedules_are_created_once_and_updated_in_place(client, maintenance_settings) -> None:
+    settings = maintenance_settings
+    for interval in (60, 90):
+        await ensure_schedules(client, settings.temporal_maintenance_task_queue, interval, "0 3 * * *", 90)
+    listed = [s.id async for s in await client.list_schedules()]
+    assert listed.count(RECONCILER_SCHEDULE_ID) == 1 and listed.count(RETENTION_SCHEDULE_ID) == 1
+    desc = await client.get_schedule_handle(RECONCILER_SCHEDULE_ID).describe()
+    assert desc.schedule.spec.intervals[0].every == timedelta(seconds=90)
+    for schedule_id in (RECONCILER_SCHEDULE_ID, RETENTION_SCHEDULE_ID):
+        await client.get_schedule_handle(schedule_id).delete()
