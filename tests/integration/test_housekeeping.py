@@ -60,6 +60,26 @@ async def age(repo: JobRepository, process_id: uuid.UUID, **intervals: str) -> N
         )
 
 
+async def pending_row(repo: JobRepository, user: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID]:
+    """A PENDING SUBGOAL row with no workflow started for it: (process id, target id)."""
+    process_id, target_id, now = uuid.uuid4(), uuid.uuid4(), datetime.now(UTC)
+    await repo.create_job(
+        NewJob(
+            process_id=process_id,
+            user_id=user,
+            type=ProcessingType.SUBGOAL_GENERATION,
+            target_type=TargetType.GOAL,
+            target_id=target_id,
+            params=subgoal_params(),
+            total_units=1,
+            created_at=now,
+            estimated_completion_at=now,
+            request_id=None,
+        )
+    )
+    return process_id, target_id
+
+
 @pytest.fixture
 def maintenance_settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings(temporal_maintenance_task_queue=f"maintenance-{uuid.uuid4()}")
@@ -117,38 +137,9 @@ async def test_missing_workflow_and_execution_timeout(repo, client, maintenance_
     # a workflow terminated before any worker ran it
     orphan, _ = await start_subgoal_job(repo, client, settings, user)
     await client.get_workflow_handle(workflow_id_for(orphan)).terminate()
-    never = uuid.uuid4()  # the row alone, no workflow at all
-    now = datetime.now(UTC)
-    await repo.create_job(
-        NewJob(
-            process_id=never,
-            user_id=user,
-            type=ProcessingType.SUBGOAL_GENERATION,
-            target_type=TargetType.GOAL,
-            target_id=uuid.uuid4(),
-            params=subgoal_params(),
-            total_units=1,
-            created_at=now,
-            estimated_completion_at=now,
-            request_id=None,
-        )
-    )
+    never, _ = await pending_row(repo, user)  # the row alone, no workflow at all
     # a workflow that times out with no worker polling its queue
-    timed_out = uuid.uuid4()
-    await repo.create_job(
-        NewJob(
-            process_id=timed_out,
-            user_id=user,
-            type=ProcessingType.SUBGOAL_GENERATION,
-            target_type=TargetType.GOAL,
-            target_id=uuid.uuid4(),
-            params=subgoal_params(),
-            total_units=1,
-            created_at=now,
-            estimated_completion_at=now,
-            request_id=None,
-        )
-    )
+    timed_out, target = await pending_row(repo, user)
     handle = await client.start_workflow(
         "GenerationWorkflow",
         GenerationInput(
@@ -156,7 +147,7 @@ async def test_missing_workflow_and_execution_timeout(repo, client, maintenance_
             user_id=user,
             type=ProcessingType.SUBGOAL_GENERATION,
             target_type=TargetType.GOAL,
-            target_id=uuid.uuid4(),
+            target_id=target,
             scope=Scope.TARGET,
         ),
         id=workflow_id_for(timed_out),
