@@ -259,24 +259,24 @@ class JobRepository:
     async def cancel_by_user(
         self, process_id: uuid.UUID, reason: str
     ) -> tuple[ProcessingState, ProcessingStatus] | None:
-        """T7. Returns the updated row and the previous status, or None when not active."""
-        err = AppError(ErrorCode.CANCELLED)
+        """T7. Returns the updated row and the previous status, or None when not active.
+
+        A goal-scope job keeps the units saved so far, and its ``result`` lists them (spec 6.8)."""
+        req = FinalizeRequest(
+            process_id=process_id,
+            status=ProcessingStatus.CANCELLED,
+            error_code=ErrorCode.CANCELLED.value,
+            cancel_reason=reason,
+            cancelled_by=CancelledBy.USER,
+            source="api",
+        )
 
         async def work(conn: AsyncConnection) -> tuple[ProcessingState, Transition] | None:
-            t = await transition(
-                conn,
-                process_id,
-                ACTIVE,
-                EventType.CANCELLED,
-                {"errorCode": err.code.value, "source": "api", "cancelledBy": CancelledBy.USER.value},
-                status=ProcessingStatus.CANCELLED,
-                cancel_requested_at=func.now(),
-                cancel_reason=reason,
-                cancelled_by=CancelledBy.USER.value,
-                error=err.stored(),
-                error_code=err.code.value,
-            )
-            if t is None:
+            current = await lock_job(conn, process_id)
+            if current is None or current.status not in ACTIVE:
+                return None
+            t = await terminal_write(conn, current, req)
+            if t is None:  # pragma: no cover - the row is locked and active
                 return None
             row = (await conn.execute(select(PS).where(PS.id == process_id))).one()
             return ProcessingState(**row._mapping), t
@@ -285,7 +285,7 @@ class JobRepository:
         if out is None:
             return None
         row, t = out
-        log_transition(t, errorCode=err.code.value, cancelledBy=CancelledBy.USER.value)
+        log_transition(t, errorCode=req.error_code, cancelledBy=cancelled_by(req))
         return row, t.from_status
 
     # ------------------------------------------------------------------ worker side

@@ -281,3 +281,44 @@ async def test_injection_in_stored_context_fails_without_calling_the_ai(
         )
         == []
     )
+
+
+async def test_cancel_after_some_units_keeps_them_and_writes_no_half_unit(
+    repo, client, make_settings, worker_for
+) -> None:
+    settings = make_settings(goal_scope_concurrency=1)
+    user = await make_user(repo.engine)
+    async with worker_for(settings):
+        goal = await goal_with_subgoals(repo, client, settings, user)
+    subs = await subgoal_ids(repo, goal)
+    slow = settings.model_copy(update={"ai_offline_latency_ms": 700, "heartbeat_timeout_seconds": 2})
+    async with worker_for(slow):
+        process_id, handle = await start_goal_job(
+            repo, client, slow, user, ProcessingType.ACTION_GENERATION, goal, subs
+        )
+        for _ in range(200):
+            saved = [e for e in await events(repo, process_id) if e.type == "UNIT_SUCCEEDED"]
+            if len(saved) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        cancelled = await repo.cancel_by_user(process_id, "ユーザーによるキャンセル")
+        assert cancelled is not None
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    job = await repo.get_job(process_id)
+    assert job is not None and job.status == "CANCELLED" and job.cancelled_by == "USER"
+    assert job.result is not None
+    succeeded = [u["unitId"] for u in job.result["succeededUnits"]]
+    assert len(succeeded) >= 3 and succeeded == [str(s) for s in subs[: len(succeeded)]]
+    assert job.result["failedUnits"] == []
+    counts = await rows(
+        repo,
+        "SELECT s.id, count(a.id) AS n FROM sub_goals s LEFT JOIN actions a ON a.sub_goal_id = s.id"
+        " WHERE s.goal_id=:g GROUP BY s.id",
+        g=goal,
+    )
+    with_actions = {str(c.id) for c in counts if c.n}
+    assert all(c.n in (0, 8) for c in counts)
+    assert with_actions == set(succeeded)  # nothing saved after the cancel, nothing half-saved
+    assert [e.type for e in await events(repo, process_id)][-1] == "CANCELLED"
