@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from db.models import Action, Goal, ProcessingEvent, ProcessingState, SubGoal, Task
+from db.models import ProcessingEvent, ProcessingState, Task
 from db.reads import ActionNode, GoalTree, JobView, SubGoalNode
 from db.repository import NewJob, is_goal_scope
 from domain.enums import Language, ProcessingStatus, Scope
 from domain.errors import render_error
+from domain.items import action_item, stamps, subgoal_item, task_item
 from domain.timefmt import iso_ms, iso_ms_or_none
 
 CANCELLED_MESSAGE = {Language.JA: "処理をキャンセルしました", Language.EN: "Processing has been cancelled."}
@@ -141,57 +142,19 @@ def event_view(event: ProcessingEvent) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- goal tree
 
 
-def _stamps(row: Goal | SubGoal | Action | Task) -> dict[str, str]:
-    return {"createdAt": iso_ms(row.created_at), "updatedAt": iso_ms(row.updated_at)}
-
-
 def _task(t: Task) -> dict[str, Any]:
-    return {
-        "id": str(t.id),
-        "title": t.title,
-        "description": t.description,
-        "type": str(t.type),
-        "status": str(t.status),
-        "estimatedMinutes": t.estimated_minutes,
-        "priority": str(t.priority),
-        "position": t.position,
-        "dependsOn": list(t.depends_on),
+    return task_item(t) | {
         "deadline": iso_ms_or_none(t.deadline),
         "completedAt": iso_ms_or_none(t.completed_at),
-    } | _stamps(t)
+    }
 
 
 def _action(node: ActionNode) -> dict[str, Any]:
-    a = node.action
-    return (
-        {
-            "id": str(a.id),
-            "title": a.title,
-            "description": a.description,
-            "background": a.background,
-            "type": str(a.type),
-            "position": a.position,
-            "progress": a.progress,
-        }
-        | _stamps(a)
-        | {"tasks": [_task(t) for t in node.tasks]}
-    )
+    return action_item(node.action) | {"tasks": [_task(t) for t in node.tasks]}
 
 
 def _subgoal(node: SubGoalNode) -> dict[str, Any]:
-    s = node.subgoal
-    return (
-        {
-            "id": str(s.id),
-            "title": s.title,
-            "description": s.description,
-            "background": s.background,
-            "position": s.position,
-            "progress": s.progress,
-        }
-        | _stamps(s)
-        | {"actions": [_action(a) for a in node.actions]}
-    )
+    return subgoal_item(node.subgoal) | {"actions": [_action(a) for a in node.actions]}
 
 
 def goal_view(tree: GoalTree) -> dict[str, Any]:
@@ -205,5 +168,5 @@ def goal_view(tree: GoalTree) -> dict[str, Any]:
         "constraints": g.constraints,
         "status": str(g.status),
         "progress": g.progress,
-    } | _stamps(g)
+    } | stamps(g)
     return {"goal": goal | {"subGoals": [_subgoal(node) for node in tree.subgoals]}}

@@ -18,7 +18,7 @@ from db.models import Action, Goal, SubGoal, Task
 from domain.enums import ActionType, GoalStatus, TaskStatus
 from domain.errors import AppError, ErrorCode
 from domain.generation import GeneratedUnit
-from domain.timefmt import iso_ms
+from domain.items import action_item, subgoal_item, task_item
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +26,6 @@ class Saved:
     items: list[dict[str, Any]]
     deleted: int
     context: dict[str, Any]
-
-
-def _stamp(row: Any) -> dict[str, str]:
-    return {"createdAt": iso_ms(row.created_at), "updatedAt": iso_ms(row.updated_at)}
 
 
 def _text_or_none(value: Any) -> str | None:
@@ -105,18 +101,7 @@ async def save_subgoals(
             ],
         )
     ).all()
-    items = [
-        {
-            "id": str(r.id),
-            "title": r.title,
-            "description": r.description,
-            "background": r.background,
-            "position": r.position,
-            "progress": r.progress,
-            **_stamp(r),
-        }
-        for r in sorted(rows, key=lambda r: r.position)
-    ]
+    items = [subgoal_item(r) for r in sorted(rows, key=lambda r: r.position)]
     return Saved(items, deleted, {"goalId": str(goal_id)})
 
 
@@ -163,19 +148,7 @@ async def save_actions(
             ],
         )
     ).all()
-    items = [
-        {
-            "id": str(r.id),
-            "title": r.title,
-            "description": r.description,
-            "background": r.background,
-            "type": str(r.type),
-            "position": r.position,
-            "progress": r.progress,
-            **_stamp(r),
-        }
-        for r in sorted(rows, key=lambda r: r.position)
-    ]
+    items = [action_item(r) for r in sorted(rows, key=lambda r: r.position)]
     context = {
         "subGoalId": str(unit_id),
         "goalContext": {"goalTitle": parent.goal_title, "subGoalTitle": parent.title},
@@ -228,21 +201,7 @@ async def save_tasks(
             ],
         )
     ).all()
-    items = [
-        {
-            "id": str(r.id),
-            "title": r.title,
-            "description": r.description,
-            "type": str(r.type),
-            "status": str(r.status),
-            "estimatedMinutes": r.estimated_minutes,
-            "priority": str(r.priority),
-            "position": r.position,
-            "dependsOn": list(r.depends_on),
-            **_stamp(r),
-        }
-        for r in sorted(rows, key=lambda r: r.position)
-    ]
+    items = [task_item(r) for r in sorted(rows, key=lambda r: r.position)]
     context = {
         "actionId": str(unit_id),
         "actionContext": {
