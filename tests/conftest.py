@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -264,3 +264,17 @@ async def wait_status(repo: JobRepository, process_id: uuid.UUID, status: str, s
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{process_id} never became {status}")
+
+
+async def run_failing_subgoal_job(
+    repo: JobRepository, client: Client, settings: Settings, worker_for: Any, directive: str
+) -> uuid.UUID:
+    """Run a SUBGOAL job whose title carries an offline fault ``directive``; its workflow must fail."""
+    user = await make_user(repo.engine)
+    async with worker_for(settings):
+        process_id, handle = await start_subgoal_job(
+            repo, client, settings, user, subgoal_params(f"{directive} 学習計画")
+        )
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    return process_id

@@ -13,7 +13,7 @@ from temporalio.client import WorkflowFailureError
 
 from db.repository import JobRepository
 from domain.enums import ProcessingType, TargetType
-from tests.conftest import make_user, start_job, start_subgoal_job, subgoal_params
+from tests.conftest import make_user, run_failing_subgoal_job, start_job, start_subgoal_job, subgoal_params
 from tests.integration.test_subgoal_workflow import events, rows
 
 
@@ -48,14 +48,9 @@ async def test_throttle_waits_follow_the_backoff_and_are_logged(
 async def test_throttle_four_times_fails_with_ai_error_after_four_attempts(
     repo, client, make_settings, worker_for
 ) -> None:
-    settings = make_settings()
-    user = await make_user(repo.engine)
-    async with worker_for(settings):
-        process_id, handle = await start_subgoal_job(
-            repo, client, settings, user, subgoal_params("#fault:subgoal:throttle:4 学習計画")
-        )
-        with pytest.raises(WorkflowFailureError):
-            await handle.result()
+    process_id = await run_failing_subgoal_job(
+        repo, client, make_settings(), worker_for, "#fault:subgoal:throttle:4"
+    )
     job = await repo.get_job(process_id)
     assert job is not None and job.status == "FAILED" and job.error == {"code": "AI_ERROR", "retryable": True}
     attempts = [e.payload["attempt"] for e in await events(repo, process_id) if e.type == "ATTEMPT_FAILED"]
@@ -65,14 +60,9 @@ async def test_throttle_four_times_fails_with_ai_error_after_four_attempts(
 async def test_invalid_json_three_times_fails_with_ai_response_invalid(
     repo, client, make_settings, worker_for
 ) -> None:
-    settings = make_settings()
-    user = await make_user(repo.engine)
-    async with worker_for(settings):
-        process_id, handle = await start_subgoal_job(
-            repo, client, settings, user, subgoal_params("#fault:subgoal:invalid_json:3 学習計画")
-        )
-        with pytest.raises(WorkflowFailureError):
-            await handle.result()
+    process_id = await run_failing_subgoal_job(
+        repo, client, make_settings(), worker_for, "#fault:subgoal:invalid_json:3"
+    )
     job = await repo.get_job(process_id)
     assert job is not None and job.error_code == "AI_RESPONSE_INVALID" and job.error["retryable"] is True
     kinds = [e.payload["kind"] for e in await events(repo, process_id) if e.type == "ATTEMPT_FAILED"]

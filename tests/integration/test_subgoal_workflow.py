@@ -14,7 +14,14 @@ from temporalio.exceptions import ApplicationError
 from db.repository import JobRepository
 from db.transitions import RunStatus
 from domain.workflow_io import SA_PROCESSING_STATUS, PersistUnitRequest, UnitRef
-from tests.conftest import make_user, record_history, start_subgoal_job, subgoal_params, wait_status
+from tests.conftest import (
+    make_user,
+    record_history,
+    run_failing_subgoal_job,
+    start_subgoal_job,
+    subgoal_params,
+    wait_status,
+)
 
 
 async def rows(repo: JobRepository, sql: str, **params: Any) -> list[Any]:
@@ -129,14 +136,9 @@ async def test_bad_quality_three_times_fails_with_quality_error(
 
 
 async def test_rejected_fails_after_one_attempt(repo, client, make_settings, worker_for) -> None:
-    settings = make_settings()
-    user = await make_user(repo.engine)
-    async with worker_for(settings):
-        process_id, handle = await start_subgoal_job(
-            repo, client, settings, user, subgoal_params("#fault:subgoal:rejected 学習計画")
-        )
-        with pytest.raises(WorkflowFailureError):
-            await handle.result()
+    process_id = await run_failing_subgoal_job(
+        repo, client, make_settings(), worker_for, "#fault:subgoal:rejected"
+    )
     job = await repo.get_job(process_id)
     assert job is not None and job.error_code == "AI_REQUEST_REJECTED" and job.error["retryable"] is False
     assert [e.type for e in await events(repo, process_id)].count("ATTEMPT_FAILED") == 0
