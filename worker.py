@@ -50,12 +50,18 @@ async def connect_client(settings: Settings, runtime: Runtime | None = None) -> 
 
 def build_worker(client: Client, settings: Settings, repo: JobRepository, provider: AIProvider) -> Worker:
     activities = GenerationActivities(repo, provider, settings)
+    # A cancel reaches an activity only in a heartbeat response, and the SDK sends heartbeats at most every
+    # 0.8 x heartbeat timeout unless told otherwise: pin the throttle so that a cancel (API, operator or
+    # job deadline) reaches the AI call within about HEARTBEAT_THROTTLE_SECONDS (spec 3.1 step 5, 6.8).
+    throttle = timedelta(seconds=settings.heartbeat_throttle_seconds)
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=[GenerationWorkflow],
         activities=activities.all(),
         graceful_shutdown_timeout=timedelta(seconds=5),
+        max_heartbeat_throttle_interval=throttle,
+        default_heartbeat_throttle_interval=throttle,
     )
 
 

@@ -135,6 +135,12 @@ class FinalizeRequest(_Model):
     source: str = "workflow"
 
 
+class OperatorCancel(_Model):
+    """Input of the workflow update ``cancel`` (spec 6.9): the reason the row records."""
+
+    reason: str = ""
+
+
 class FinalizeResult(_Model):
     applied: bool
     status: ProcessingStatus
