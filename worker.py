@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -22,6 +23,7 @@ from temporalio.worker import Worker
 
 from activities.generation import GenerationActivities
 from activities.maintenance import MaintenanceActivities
+from activities.mirror import run_closed_sweep
 from ai.factory import build_provider
 from ai.provider import AIProvider
 from db.engine import make_engine
@@ -76,6 +78,24 @@ def build_maintenance_worker(client: Client, settings: Settings, repo: JobReposi
     )
 
 
+@contextlib.asynccontextmanager
+async def closed_sweep(client: Client, settings: Settings, repo: JobRepository) -> AsyncIterator[None]:
+    """The visibility sweep of spec 6.10 as a loop beside the maintenance worker (docs/architecture.md
+    says why not a Schedule); off when CLOSED_SWEEP_SECONDS is 0."""
+    if settings.closed_sweep_seconds <= 0:
+        yield
+        return
+    task = asyncio.create_task(
+        run_closed_sweep(client, repo, Housekeeping(repo.engine), settings.closed_sweep_seconds)
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def run(settings: Settings) -> None:
     async with metrics.temporal_runtime() as runtime:
         await serve(settings, await connect_client(settings, runtime))
@@ -101,6 +121,7 @@ async def serve(settings: Settings, client: Client) -> None:
     async with (
         build_worker(client, settings, repo, provider),
         build_maintenance_worker(client, settings, repo),
+        closed_sweep(client, settings, repo),
     ):
         await stop.wait()
     await provider.aclose()
