@@ -141,3 +141,29 @@ async def test_first_run_of_a_job_cancelled_while_pending_writes_nothing(
     async with repo.engine.connect() as conn:
         goals = (await conn.execute(text("SELECT count(*) FROM goals"))).scalar_one()
     assert goals == 0
+
+
+async def test_a_start_the_api_gave_up_on_but_that_reached_temporal_writes_nothing(
+    repo, client, make_settings, worker_for
+) -> None:
+    """Issue 7.3: a start whose RPC timed out is answered 503 and its row failed (T9), yet the server may
+    have started the workflow. That run is current but no reset, so its claim check ends it quietly."""
+    settings = make_settings()
+    user = await make_user(repo.engine)
+    process_id, handle = await start_subgoal_job(repo, client, settings, user)
+    await repo.fail_start(process_id, internal="RPCError: Timeout expired")
+    before = await repo.get_job(process_id)
+    async with worker_for(settings):
+        summary = await handle.result()
+    assert summary.outcome == "ROW_ALREADY_TERMINAL"
+    after = await repo.get_job(process_id)
+    assert before is not None and after is not None
+    assert (after.status, after.error_code, after.event_seq, after.updated_at) == (
+        "FAILED",
+        "WORKFLOW_START_ERROR",
+        before.event_seq,
+        before.updated_at,
+    )
+    async with repo.engine.connect() as conn:
+        goals = (await conn.execute(text("SELECT count(*) FROM goals"))).scalar_one()
+    assert goals == 0
