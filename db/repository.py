@@ -546,8 +546,12 @@ class JobRepository:
             current = await lock_job(conn, req.process_id)
             if current is None:
                 return FinalizeResult(applied=False, status=req.status), None
-            if req.status is ProcessingStatus.CANCELLED and current.status == ProcessingStatus.CANCELLED:
-                return FinalizeResult(applied=True, status=ProcessingStatus.CANCELLED), None
+            if current.status == req.status and (
+                req.status is ProcessingStatus.CANCELLED or current.workflow_run_id == run_id
+            ):
+                # CANCELLED: the API got there first. Same status, same run: an earlier attempt of this
+                # write committed but its completion was lost (an outage, a start-to-close timeout).
+                return FinalizeResult(applied=True, status=req.status), None
             try:
                 row = (await claim(conn, req.process_id, run_id, probe)).row
             except InternalSignalError:

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -101,6 +102,27 @@ async def terminate(settings: Settings, process_id: uuid.UUID, reason: str) -> N
     )
 
 
+async def doomed_job(repo: JobRepository, client: Client, user: uuid.UUID) -> tuple[uuid.UUID, Any]:
+    """A PENDING row whose workflow (started as the API does) times out after 1 s: no worker polls it."""
+    process_id, target = await pending_row(repo, user)
+    handle = await client.start_workflow(
+        "GenerationWorkflow",
+        GenerationInput(
+            process_id=process_id,
+            user_id=user,
+            type=ProcessingType.SUBGOAL_GENERATION,
+            target_type=TargetType.GOAL,
+            target_id=target,
+            scope=Scope.TARGET,
+        ),
+        id=workflow_id_for(process_id),
+        task_queue=f"nobody-{uuid.uuid4()}",
+        execution_timeout=timedelta(seconds=1),
+        search_attributes=TypedSearchAttributes([SearchAttributePair(SA_PROCESSING_STATUS, "PENDING")]),
+    )
+    return process_id, handle
+
+
 @pytest.fixture
 def maintenance_settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings(temporal_maintenance_task_queue=f"maintenance-{uuid.uuid4()}")
@@ -151,22 +173,7 @@ async def test_sweep_mirrors_terminate_and_execution_timeout_without_waiting_for
             repo, client, settings, user, subgoal_params("#fault:subgoal:hang 学習計画")
         )
         await wait_status(repo, terminated, "PROCESSING")
-    timed_out, target = await pending_row(repo, user)
-    await client.start_workflow(
-        "GenerationWorkflow",
-        GenerationInput(
-            process_id=timed_out,
-            user_id=user,
-            type=ProcessingType.SUBGOAL_GENERATION,
-            target_type=TargetType.GOAL,
-            target_id=target,
-            scope=Scope.TARGET,
-        ),
-        id=workflow_id_for(timed_out),
-        task_queue=f"nobody-{uuid.uuid4()}",
-        execution_timeout=timedelta(seconds=1),
-        search_attributes=TypedSearchAttributes([SearchAttributePair(SA_PROCESSING_STATUS, "PENDING")]),
-    )
+    timed_out, _ = await doomed_job(repo, client, user)
     untouched = await repo.get_job(terminated)
     async with closed_sweep(client, settings, repo):
         await terminate(settings, terminated, "stuck provider")
@@ -195,21 +202,7 @@ async def test_missing_workflow_and_execution_timeout(repo, client, maintenance_
     await client.get_workflow_handle(workflow_id_for(orphan)).terminate()
     never, _ = await pending_row(repo, user)  # the row alone, no workflow at all
     # a workflow that times out with no worker polling its queue
-    timed_out, target = await pending_row(repo, user)
-    handle = await client.start_workflow(
-        "GenerationWorkflow",
-        GenerationInput(
-            process_id=timed_out,
-            user_id=user,
-            type=ProcessingType.SUBGOAL_GENERATION,
-            target_type=TargetType.GOAL,
-            target_id=target,
-            scope=Scope.TARGET,
-        ),
-        id=workflow_id_for(timed_out),
-        task_queue=f"nobody-{uuid.uuid4()}",
-        execution_timeout=timedelta(seconds=1),
-    )
+    timed_out, handle = await doomed_job(repo, client, user)
     for _ in range(100):
         if (await handle.describe()).status == WorkflowExecutionStatus.TIMED_OUT:
             break
