@@ -319,7 +319,12 @@ class JobRepository:
                 deadline_at=fresh.deadline_at, progress=fresh.progress, reopened=claimed.reopened
             ), t
 
-        result, t = await self._tx(work)
+        try:
+            result, t = await self._tx(work)
+        except sa_exc.IntegrityError as exc:
+            if _constraint(exc) == "uq_ps_active_target":  # a reset run's reopen met another active job
+                raise AppError(ErrorCode.JOB_ALREADY_RUNNING) from exc
+            raise db_error(exc) from exc
         if t:
             log_transition(t, workflowRunId=run_id)
         return result

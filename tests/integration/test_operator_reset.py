@@ -13,7 +13,7 @@ from temporalio.client import WorkflowFailureError
 
 from cli.temporal_server import find_temporal_cli
 from db.repository import JobRepository
-from domain.workflow_io import WorkflowSummary, workflow_id_for
+from domain.workflow_io import SA_PROCESSING_STATUS, WorkflowSummary, workflow_id_for
 from tests.conftest import make_user, start_subgoal_job, subgoal_params, wait_status
 from tests.integration.test_subgoal_workflow import events
 
@@ -167,3 +167,37 @@ async def test_a_start_the_api_gave_up_on_but_that_reached_temporal_writes_nothi
     async with repo.engine.connect() as conn:
         goals = (await conn.execute(text("SELECT count(*) FROM goals"))).scalar_one()
     assert goals == 0
+
+
+async def test_reset_that_meets_another_active_job_fails_and_leaves_no_open_search_attribute(
+    repo, client, make_settings, worker_for
+) -> None:
+    """Spec 6.9: the reopen collides with the active job on the same target, so the new run fails with
+    JOB_ALREADY_RUNNING and the row is unchanged; its ProcessingStatus must not stay PENDING (7.7)."""
+    settings = make_settings()
+    user = await make_user(repo.engine)
+    async with worker_for(settings):
+        process_id, handle = await start_subgoal_job(
+            repo, client, settings, user, subgoal_params("#fault:subgoal:rejected 学習計画")
+        )
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        failed = await repo.get_job(process_id)
+        assert failed is not None
+        hanging = subgoal_params("#fault:subgoal:hang 学習計画")
+        other, other_handle = await start_subgoal_job(
+            repo, client, settings, user, hanging, target_id=failed.target_id
+        )
+        await wait_status(repo, other, "PROCESSING")
+        outcome = await reset_and_wait(client, settings.temporal_address, process_id)
+        await other_handle.cancel()
+    assert isinstance(outcome, WorkflowFailureError)
+    assert getattr(outcome.cause, "type", None) == "JOB_ALREADY_RUNNING"
+    after = await repo.get_job(process_id)
+    assert after is not None and (after.status, after.event_seq, after.reopen_count) == (
+        "FAILED",
+        failed.event_seq,
+        0,
+    )
+    desc = await client.get_workflow_handle(workflow_id_for(process_id)).describe()
+    assert desc.typed_search_attributes.get(SA_PROCESSING_STATUS) == "FAILED"

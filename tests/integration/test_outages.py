@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
@@ -112,3 +114,40 @@ async def test_deadline_during_an_outage_writes_timeout_once_the_database_is_bac
     job = await repo.get_job(process_id)
     assert job is not None and job.status == "TIMEOUT"
     assert job.error["details"] == {"timeoutKind": "JOB_DEADLINE"}
+
+
+async def test_a_lasting_database_error_keeps_the_four_attempt_budget_and_fails_the_unit(
+    repo, client, make_settings, worker_for
+) -> None:
+    """Not an outage: a statement the database refuses every time (here a trigger) is DATABASE_ERROR,
+    retried 4 times under the state writes' unlimited policy, then the unit and the job fail (7.1, 7.7)."""
+    settings = make_settings(job_deadline_seconds=60)
+    user = await make_user(repo.engine)
+    goal = uuid.uuid4()
+    async with repo.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "CREATE FUNCTION refuse_subgoals() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF NEW.goal_id = '{goal}'::uuid THEN RAISE EXCEPTION 'refused' USING ERRCODE = '23514'; "
+                "END IF; RETURN NEW; END $$"
+            )
+        )
+        trigger = "FOR EACH ROW EXECUTE FUNCTION refuse_subgoals()"
+        await conn.execute(text(f"CREATE TRIGGER refuse BEFORE INSERT ON sub_goals {trigger}"))
+    try:
+        async with worker_for(settings):
+            process_id, handle = await start_subgoal_job(repo, client, settings, user, target_id=goal)
+            with pytest.raises(WorkflowFailureError):
+                await handle.result()
+    finally:
+        async with repo.engine.begin() as conn:
+            await conn.execute(text("DROP TRIGGER refuse ON sub_goals"))
+            await conn.execute(text("DROP FUNCTION refuse_subgoals()"))
+    job = await repo.get_job(process_id)
+    assert job is not None and (job.status, job.error_code) == ("FAILED", "DATABASE_ERROR")
+    retried = [e.payload for e in await events(repo, process_id) if e.type == "ATTEMPT_FAILED"]
+    assert [(p["activity"], p["attempt"], p["errorCode"]) for p in retried] == [
+        ("persist_unit", n, "DATABASE_ERROR") for n in (1, 2, 3)
+    ]
+    units = await rows(repo, "SELECT status, error FROM processing_units WHERE process_id=:p", p=process_id)
+    assert [(u.status, u.error["code"]) for u in units] == [("FAILED", "DATABASE_ERROR")]
