@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from temporalio.common import SearchAttributeKey
 
 from domain.enums import CancelledBy, ProcessingStatus, ProcessingType, Scope, TargetType
@@ -147,10 +147,18 @@ class FinalizeResult(_Model):
 
 
 class ProgressView(_Model):
+    """The ``progress`` query's answer (and the ``cancel`` update's): camelCase on the wire, read back too."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
     status: ProcessingStatus
     progress: int
-    units_done: int = Field(serialization_alias="unitsDone")
-    units_total: int = Field(serialization_alias="unitsTotal")
+    units_done: int = Field(
+        serialization_alias="unitsDone", validation_alias=AliasChoices("unitsDone", "units_done")
+    )
+    units_total: int = Field(
+        serialization_alias="unitsTotal", validation_alias=AliasChoices("unitsTotal", "units_total")
+    )
 
 
 class WorkflowSummary(_Model):

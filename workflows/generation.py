@@ -121,14 +121,9 @@ class GenerationWorkflow:
         """Operator cancel with a reason the row records (``temporal workflow update execute … --name
         cancel --input '{"reason":"…"}'``): the job stops like a workflow cancel and the row becomes
         CANCELLED with ``cancelled_by=OPERATOR`` and this reason. Answers once the row is written."""
-        self._operator_reason = req.reason.strip() or DEFAULT_CANCEL_REASON
+        self._operator_reason = self._operator_reason or req.reason.strip() or DEFAULT_CANCEL_REASON
         await workflow.wait_condition(lambda: self._status.is_terminal)
         return self.progress()
-
-    @cancel.validator
-    def _accept_cancel(self, req: OperatorCancel) -> None:
-        if self._status.is_terminal or self._operator_reason is not None:
-            raise ApplicationError(f"the job is already {self._status.value}", type="CANCEL_NOT_ALLOWED")
 
     @workflow.run
     async def run(self, inp: GenerationInput) -> WorkflowSummary:

@@ -17,7 +17,8 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from db.repository import JobRepository
-from tests.conftest import make_user, start_subgoal_job, subgoal_params, wait_status
+from domain.workflow_io import SA_PROCESSING_STATUS, OperatorCancel, ProgressView
+from tests.conftest import make_user, record_history, start_subgoal_job, subgoal_params, wait_status
 from tests.integration.test_subgoal_workflow import events, rows
 
 DEAF = subgoal_params("#fault:subgoal:deaf 学習計画")
@@ -66,6 +67,7 @@ async def test_deadline_times_out_the_row_before_a_deaf_call_returns(
         assert job is not None and job.status == "TIMEOUT"
         assert job.error["details"] == {"timeoutKind": "JOB_DEADLINE"}
         await late_write_refused(caplog, process_id)
+        await record_history("timeout_deaf_call", handle)
     assert isinstance(failure.value.cause, ApplicationError) and failure.value.cause.type == "TIMEOUT_ERROR"
     await assert_nothing_after(repo, process_id, "TIMEOUT")
 
@@ -88,4 +90,35 @@ async def test_workflow_cancel_closes_canceled_before_a_deaf_call_returns(
         job = await repo.get_job(process_id)
         assert job is not None and (job.status, job.cancelled_by) == ("CANCELLED", "OPERATOR")
         await late_write_refused(caplog, process_id)
+        await record_history("cancel_deaf_call", handle)
     await assert_nothing_after(repo, process_id, "CANCELLED")
+
+
+async def test_operator_cancel_update_records_the_reason_and_answers_with_the_progress(
+    repo, client, make_settings, worker_for
+) -> None:
+    settings = make_settings()
+    user = await make_user(repo.engine)
+    async with worker_for(settings):
+        process_id, handle = await start_subgoal_job(
+            repo, client, settings, user, subgoal_params("#fault:subgoal:hang 学習計画")
+        )
+        await wait_status(repo, process_id, "PROCESSING")
+        view = await handle.execute_update(
+            "cancel", OperatorCancel(reason="provider outage"), result_type=ProgressView
+        )
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        await record_history("operator_cancel", handle)
+    assert view.status == "CANCELLED"
+    assert isinstance(failure.value.cause, ApplicationError) and failure.value.cause.type == "CANCELLED"
+    job = await repo.get_job(process_id)
+    assert job is not None
+    assert (job.status, job.error_code, job.cancelled_by, job.cancel_reason) == (
+        "CANCELLED",
+        "CANCELLED",
+        "OPERATOR",
+        "provider outage",
+    )
+    desc = await handle.describe()
+    assert desc.typed_search_attributes.get(SA_PROCESSING_STATUS) == "CANCELLED"
