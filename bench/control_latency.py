@@ -10,7 +10,8 @@ Four scenarios, each on ``--jobs`` SUBGOAL jobs running at once whose AI call ha
 - terminate → row CANCELLED: from running `temporal workflow terminate` to the row being CANCELLED
   by the worker's visibility sweep (≤ 5 s).
 
-The worker, its visibility sweep and the API run in this process; the CLI runs as the shipped binary.
+The worker and its visibility sweep run in this process, the API as its own uvicorn process, the CLI as
+the shipped binary.
 
     .venv/bin/python -m bench.control_latency [--jobs 20] [--ran-for 15]
 """

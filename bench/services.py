@@ -1,12 +1,15 @@
 """What the control and recovery benchmarks run against: an embedded PostgreSQL and a file-backed Temporal
-dev server (as `mandala dev` runs them), the API in-process, and helpers to start jobs and watch rows."""
+dev server (as `mandala dev` runs them), the API as its own process, and helpers to start jobs and watch
+rows."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -22,9 +25,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.app import create_app
 from bench.job_latency import free_port
 from cli.postgres import EmbeddedPostgres
+from cli.processes import ManagedProcess
 from cli.temporal_server import DevTemporalServer
 from cli.token import issue_dev_token
 from db.migrate import upgrade_head
@@ -32,6 +35,15 @@ from db.models import ProcessingState
 from settings import DEV_JWT_SECRET, Settings
 
 GENERATE = "/api/ai/async/generate"
+ROOT = Path(__file__).resolve().parents[1]
+API_SETTINGS = (
+    "database_url",
+    "temporal_address",
+    "temporal_task_queue",
+    "rate_limit_write_per_minute",
+    "rate_limit_read_per_minute",
+    "log_level",
+)
 
 
 @dataclass
@@ -73,13 +85,35 @@ async def services() -> AsyncIterator[Services]:
 
 @asynccontextmanager
 async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The API app in this process (its own lifespan: engine, Temporal client), as user `bench`."""
-    app = create_app(settings)
+    """The API as its own uvicorn process (as deployed), on ``settings``; a client for it as user `bench`."""
+    port = free_port()
+    env = {
+        **os.environ,
+        **{name.upper(): str(getattr(settings, name)) for name in API_SETTINGS},
+        "METRICS_ENABLED": "false",
+    }
+    process = ManagedProcess(
+        "api",
+        [sys.executable, "-m", "uvicorn", "api.asgi:app", "--port", str(port), "--no-access-log"],
+        cwd=ROOT,
+        env=env,
+        log_path=Path(tempfile.gettempdir()) / f"mandala-bench-api-{port}.log",
+    )
     headers = {"Authorization": f"Bearer {issue_dev_token('bench', DEV_JWT_SECRET)}"}
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api", headers=headers) as http:
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30
+        ) as http:
+            for _ in range(300):
+                try:
+                    if (await http.get("/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
             yield http
+    finally:
+        await asyncio.to_thread(process.stop)
 
 
 def subgoal_job(title: str = "TypeScriptのエキスパートになる") -> dict[str, Any]:

@@ -551,16 +551,15 @@ class JobRepository:
             current = await lock_job(conn, req.process_id)
             if current is None:
                 return FinalizeResult(applied=False, status=req.status), None
-            if current.status == req.status and (
-                req.status is ProcessingStatus.CANCELLED or current.workflow_run_id == run_id
-            ):
-                # CANCELLED: the API got there first. Same status, same run: an earlier attempt of this
-                # write committed but its completion was lost (an outage, a start-to-close timeout).
-                return FinalizeResult(applied=True, status=req.status), None
+            if req.status is ProcessingStatus.CANCELLED and current.status == ProcessingStatus.CANCELLED:
+                return FinalizeResult(applied=True, status=ProcessingStatus.CANCELLED), None
             try:
                 row = (await claim(conn, req.process_id, run_id, probe)).row
             except InternalSignalError:
-                return FinalizeResult(applied=False, status=ProcessingStatus(current.status)), None
+                # The same write by this run again: an earlier attempt committed, its completion was lost.
+                repeated = current.status == req.status and current.workflow_run_id == run_id
+                status = ProcessingStatus(current.status)
+                return FinalizeResult(applied=False, status=status, repeated=repeated), None
             t = await terminal_write(conn, row, req)
             return FinalizeResult(applied=t is not None, status=req.status), t
 

@@ -144,6 +144,7 @@ class OperatorCancel(_Model):
 class FinalizeResult(_Model):
     applied: bool
     status: ProcessingStatus
+    repeated: bool = False  # not applied because this run's earlier attempt already wrote it
 
 
 class ProgressView(_Model):

@@ -379,6 +379,8 @@ class GenerationWorkflow:
         raise ApplicationError(f"job ended {status.value}: {code}", type=code, non_retryable=True)
 
     async def _finalize(self, req: FinalizeRequest) -> bool:
+        """The terminal write; True when the row now holds it (also when an earlier attempt of this very
+        write committed but its completion was lost)."""
         result = await workflow.execute_local_activity(
             Act.FINALIZE,
             req,
@@ -386,4 +388,4 @@ class GenerationWorkflow:
             start_to_close_timeout=SHORT,
             retry_policy=STATE_WRITE_RETRY,
         )
-        return bool(result.applied)
+        return bool(result.applied or result.repeated)
