@@ -1,7 +1,10 @@
 """Benchmark: how fast control reaches a running job (issue 6.7), with the shipped defaults.
 
 Four scenarios, each on ``--jobs`` SUBGOAL jobs running at once whose AI call has already run
-``--ran-for`` seconds (many heartbeats; the offline provider with a 10-minute latency):
+``--ran-for`` seconds (many heartbeats; the offline provider with a 10-minute latency). The jobs are
+cancelled or terminated one every ``--gap`` seconds while the others keep running (``--gap 0``: all at
+the same instant, which on 2 cores mostly measures 20 CLI processes starting together); the deadlines
+of all jobs fire together:
 
 - API cancel → the AI call is cancelled: from sending POST /cancel to the provider call seeing its
   CancelledError (target ≤ 2 s);
@@ -13,7 +16,7 @@ Four scenarios, each on ``--jobs`` SUBGOAL jobs running at once whose AI call ha
 The worker and its visibility sweep run in this process, the API as its own uvicorn process, the CLI as
 the shipped binary.
 
-    .venv/bin/python -m bench.control_latency [--jobs 20] [--ran-for 15]
+    .venv/bin/python -m bench.control_latency [--jobs 20] [--ran-for 15] [--gap 0.5]
 """
 
 from __future__ import annotations
@@ -115,21 +118,22 @@ async def cli(settings: Settings, *argv: str) -> None:
         raise RuntimeError(err.decode())
 
 
-async def each_at_once(
-    ids: list[uuid.UUID], act: Callable[[uuid.UUID], Awaitable[None]]
+async def each_in_turn(
+    ids: list[uuid.UUID], act: Callable[[uuid.UUID], Awaitable[None]], gap: float
 ) -> dict[uuid.UUID, float]:
-    """Start ``act`` for every job at the same moment; returns when each was started (monotonic)."""
+    """Start ``act`` for one job every ``gap`` seconds (as operators and users act: one at a time, while
+    every other job's call keeps running); returns when each was started (monotonic)."""
     sent: dict[uuid.UUID, float] = {}
-
-    async def one(process_id: uuid.UUID) -> None:
+    acting = []
+    for process_id in ids:
         sent[process_id] = time.monotonic()
-        await act(process_id)
-
-    await asyncio.gather(*(one(i) for i in ids))
+        acting.append(asyncio.ensure_future(act(process_id)))
+        await asyncio.sleep(gap)
+    await asyncio.gather(*acting)
     return sent
 
 
-async def api_cancel(svc: Services, jobs: int, ran_for: float) -> list[float]:
+async def api_cancel(svc: Services, jobs: int, ran_for: float, gap: float) -> list[float]:
     settings = svc.settings()
     async with running(svc, settings) as (http, _, clock):
         ids = await start_jobs(http, jobs)
@@ -139,12 +143,12 @@ async def api_cancel(svc: Services, jobs: int, ran_for: float) -> list[float]:
             response = await http.post(f"/api/ai/async/cancel/{process_id}", json={"reason": "bench"})
             assert response.status_code == 200, response.text
 
-        sent = await each_at_once(ids, cancel)
+        sent = await each_in_turn(ids, cancel, gap)
         await clock.all_in(clock.cancelled, ids)
         return [clock.cancelled[i] - sent[i] for i in ids]
 
 
-async def operator_stop(svc: Services, jobs: int, ran_for: float, *command: str) -> list[float]:
+async def operator_stop(svc: Services, jobs: int, ran_for: float, gap: float, *command: str) -> list[float]:
     """``temporal workflow <command> -w ai-gen-<id>`` for every job: seconds until each row is CANCELLED."""
     settings = svc.settings()
     async with running(svc, settings) as (http, _, clock):
@@ -152,8 +156,8 @@ async def operator_stop(svc: Services, jobs: int, ran_for: float, *command: str)
         await calls_running_for(clock, ids, ran_for)
         engine = make_engine(settings.database_url)
         watch = asyncio.ensure_future(seen_in_status(engine, ids, {"CANCELLED"}))
-        sent = await each_at_once(
-            ids, lambda i: cli(settings, "workflow", command[0], "-w", workflow_id_for(i), *command[1:])
+        sent = await each_in_turn(
+            ids, lambda i: cli(settings, "workflow", command[0], "-w", workflow_id_for(i), *command[1:]), gap
         )
         seen = await watch
         await engine.dispose()
@@ -175,18 +179,18 @@ async def deadline(svc: Services, jobs: int, ran_for: float) -> list[float]:
         return [(r.completed_at - r.deadline_at).total_seconds() for r in rows]
 
 
-async def main(jobs: int, ran_for: float) -> None:
+async def main(jobs: int, ran_for: float, gap: float) -> None:
     async with services() as svc:
         results = {
-            "API cancel -> AI call cancelled": (await api_cancel(svc, jobs, ran_for), 2.0),
-            "CLI cancel -> row CANCELLED": (await operator_stop(svc, jobs, ran_for, "cancel"), 2.0),
+            "API cancel -> AI call cancelled": (await api_cancel(svc, jobs, ran_for, gap), 2.0),
+            "CLI cancel -> row CANCELLED": (await operator_stop(svc, jobs, ran_for, gap, "cancel"), 2.0),
             "deadline -> row TIMEOUT": (await deadline(svc, jobs, ran_for), 2.0),
             "terminate -> row CANCELLED": (
-                await operator_stop(svc, jobs, ran_for, "terminate", "--reason", "bench"),
+                await operator_stop(svc, jobs, ran_for, gap, "terminate", "--reason", "bench"),
                 5.0,
             ),
         }
-    print(f"jobs={jobs} each, AI calls running >= {ran_for:g} s, shipped defaults (seconds)")
+    print(f"jobs={jobs} each, AI calls running >= {ran_for:g} s, one action every {gap:g} s (seconds)")
     print(f"{'scenario':34} {'p50':>6} {'p95':>6} {'max':>6} {'target':>7}")
     for name, (values, target) in results.items():
         p50, p95, worst = percentiles(values)
@@ -199,5 +203,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument("--ran-for", type=float, default=15.0)
+    parser.add_argument("--gap", type=float, default=0.5, help="seconds between two actions (0: all at once)")
     args = parser.parse_args()
-    asyncio.run(main(args.jobs, args.ran_for))
+    asyncio.run(main(args.jobs, args.ran_for, args.gap))
