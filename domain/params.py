@@ -18,6 +18,7 @@ from uuid import UUID
 
 from domain.enums import Language, ProcessingType, Scope, TargetType
 from domain.errors import AppError, ErrorCode
+from domain.storable import escaped, surrogate_paths
 from domain.text import InjectionDetected, code_points, sanitize_field
 from domain.timefmt import iso_ms
 
@@ -39,6 +40,7 @@ class FieldMessage(Enum):
     )
     UNKNOWN_FIELD = ("不明なフィールドです", "Unknown field.")
     NOT_A_STRING = ("文字列である必要があります", "Must be a string.")
+    INVALID_CHARACTER = ("使用できない文字が含まれています", "Contains a character that cannot be used.")
     PARAMS_REQUIRED = ("paramsは必須です", "params is required.")
     TITLE_REQUIRED = ("目標タイトルは必須です", "The goal title is required.")
     TITLE_TOO_LONG = (
@@ -159,7 +161,7 @@ class _Errors:
     def unknown_keys(self, obj: dict[str, Any], allowed: Sequence[str], prefix: str = "") -> None:
         for key in obj:
             if key not in allowed:
-                self.add(prefix + key, FieldMessage.UNKNOWN_FIELD)
+                self.add(prefix + escaped(key), FieldMessage.UNKNOWN_FIELD)
 
     def raise_if_any(self) -> None:
         if self.schema:
@@ -192,6 +194,8 @@ def parse_object(raw: bytes) -> dict[str, Any]:
         raise InvalidFields([FieldError("body", FieldMessage.BODY_NOT_JSON)]) from None
     if not isinstance(value, dict):
         raise InvalidFields([FieldError("body", FieldMessage.BODY_NOT_OBJECT)])
+    if bad := surrogate_paths(value):  # not Unicode text: nothing can normalise, store or echo it
+        raise InvalidFields([FieldError(path, FieldMessage.INVALID_CHARACTER) for path in bad])
     return value
 
 
@@ -206,7 +210,7 @@ def _reject_constant(name: str) -> Any:
 
 def parse_offset_datetime(value: object) -> datetime | None:
     """An ISO-8601 date-time with ``Z`` or a numeric offset (never a bare date or local time), else None."""
-    if not isinstance(value, str) or not _DATE_TIME_WITH_OFFSET.match(value):
+    if not isinstance(value, str) or not _DATE_TIME_WITH_OFFSET.fullmatch(value):
         return None
     try:
         return datetime.fromisoformat(value)
@@ -216,7 +220,7 @@ def parse_offset_datetime(value: object) -> datetime | None:
 
 def parse_uuid(value: object) -> UUID | None:
     """A UUID in the 8-4-4-4-12 hex form (any version digit), else None."""
-    if isinstance(value, str) and UUID_PATTERN.match(value):
+    if isinstance(value, str) and UUID_PATTERN.fullmatch(value):
         return UUID(value)
     return None
 
