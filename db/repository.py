@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.engine import db_error
+from db.hierarchy import refuse_conflicting_jobs
 from db.models import Action, ProcessingState, ProcessingUnit, SubGoal, User
 from db.persist import Saved, save_actions, save_subgoals, save_tasks
 from db.transitions import (
@@ -141,6 +142,9 @@ class JobRepository:
 
     async def create_job(self, job: NewJob) -> ProcessingState:
         async def work(conn: AsyncConnection) -> ProcessingState:
+            await refuse_conflicting_jobs(
+                conn, job.user_id, job.target_type, job.target_id, job.parent_process_id
+            )
             row = (
                 await conn.execute(
                     insert(PS)
