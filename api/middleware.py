@@ -55,7 +55,7 @@ class RequestContextMiddleware:
                 out = MutableHeaders(scope=message)
                 out["X-Request-ID"] = request_id
                 out["Cache-Control"] = "no-store"
-                out["Content-Language"] = lang.value
+                out.setdefault("Content-Language", lang.value)  # a replay keeps its stored language
                 out.update(state.get(RATE_LIMIT_HEADERS_KEY, {}))
             await send(message)
 

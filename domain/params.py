@@ -103,6 +103,10 @@ class FieldMessage(Enum):
     AFTER_INVALID = ("afterは0以上の整数である必要があります", "after must be an integer of at least 0.")
     LIMIT_INVALID = ("limitは1から500の整数である必要があります", "limit must be an integer from 1 to 500.")
     PATH_ID_INVALID = ("有効なUUID形式で指定してください", "Specify a valid UUID.")
+    IDEMPOTENCY_KEY_INVALID = (
+        "Idempotency-Keyは1〜255文字の表示可能なASCII文字で指定してください",
+        "Idempotency-Key must be 1 to 255 visible ASCII characters.",
+    )
     PROMPT_INJECTION = (
         "プロンプトインジェクションの可能性がある入力が検出されました",
         "The input looks like a prompt-injection attempt.",

@@ -167,3 +167,4 @@ class RetentionInput(_Model):
 class RetentionSummary(_Model):
     deleted_jobs: int = 0
     deleted_rate_limit_windows: int = 0
+    deleted_idempotency_keys: int = 0
