@@ -13,6 +13,7 @@ from api.targets import Units
 from api.temporal_gateway import start_generation
 from db.models import ProcessingState
 from db.repository import NewJob
+from db.users import Identity
 from domain.enums import ProcessingType, Scope, TargetType
 from domain.errors import AppError, ErrorCode
 from domain.eta import estimated_completion_at
@@ -60,7 +61,7 @@ def new_job(
     )
 
 
-async def launch(svc: Services, job: NewJob, scope: Scope) -> None:
+async def launch(svc: Services, job: NewJob, scope: Scope, owner: Identity) -> None:
     """Insert the PENDING row, then start the workflow; a failed start ends the row FAILED (T9) and answers
     503 WORKFLOW_START_ERROR, so no row stays PENDING forever (D-20)."""
     await svc.jobs.create_job(job)
@@ -75,7 +76,7 @@ async def launch(svc: Services, job: NewJob, scope: Scope) -> None:
     fields = {"processId": str(job.process_id), "workflowId": workflow_id_for(job.process_id)}
     try:
         client = await svc.temporal.client()
-        await start_generation(client, workflow_input, svc.settings)
+        await start_generation(client, workflow_input, svc.settings, owner)
     except Exception as exc:  # any failure to reach Temporal or to start is the same outcome for the user
         cause = _one_line(exc)
         log_event(logging.ERROR, "workflow_start_failed", "workflow start failed", cause=cause, **fields)

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api import sse
-from api.deps import Body, Lang, ReadUser, ServicesDep, WriteUser
+from api.deps import Body, Lang, Owner, ReadUser, ServicesDep, WriteUser
 from api.envelope import success
 from api.idempotency import idempotent
 from api.launch import launch, new_job
@@ -26,6 +26,7 @@ from api.validation import events_page_query, history_query, path_id, stream_cur
 from api.views import accepted_view, cancelled_view, event_view, history_item, status_view
 from db import reads
 from db.repository import USER_CANCEL_REASON, NewJob
+from db.users import Identity
 from domain.enums import ProcessingStatus, ProcessingType, Scope
 from domain.errors import AppError, ErrorCode
 from domain.params import target_of, validate_cancel_body, validate_generate, validate_retry_body
@@ -56,12 +57,16 @@ def _accepted(job: NewJob, scope: Scope, trigger: metrics.Trigger) -> JSONRespon
 
 @router.post("/generate", response_model=None)
 async def generate(
-    request: Request, svc: ServicesDep, user_id: WriteUser, body: Body, lang: Lang
+    request: Request, svc: ServicesDep, user_id: WriteUser, owner: Owner, body: Body, lang: Lang
 ) -> Response:
-    return await idempotent(svc, request, user_id, body, lang, lambda: _generate(request, svc, user_id, body))
+    return await idempotent(
+        svc, request, user_id, body, lang, lambda: _generate(request, svc, user_id, owner, body)
+    )
 
 
-async def _generate(request: Request, svc: Services, user_id: UUID, body: bytes) -> JSONResponse:
+async def _generate(
+    request: Request, svc: Services, user_id: UUID, owner: Identity, body: bytes
+) -> JSONResponse:
     req = validate_generate(body, datetime.now(UTC))
     target_id = req.target.target_id or uuid.uuid4()  # a new goal's id is reserved now
     async with svc.engine.connect() as conn:
@@ -77,7 +82,7 @@ async def _generate(request: Request, svc: Services, user_id: UUID, body: bytes)
         units=units,
         request_id=request.state.request_id,
     )
-    await launch(svc, job, req.target.scope)
+    await launch(svc, job, req.target.scope, owner)
     log_event(
         logging.INFO, "job_accepted", "job accepted", processId=str(job.process_id), type=req.type.value
     )
@@ -94,15 +99,21 @@ async def status(svc: ServicesDep, user_id: ReadUser, lang: Lang, process_id: Pr
 
 @router.post("/retry/{processId}", response_model=None)
 async def retry(
-    request: Request, svc: ServicesDep, user_id: WriteUser, body: Body, lang: Lang, process_id: ProcessId
+    request: Request,
+    svc: ServicesDep,
+    user_id: WriteUser,
+    owner: Owner,
+    body: Body,
+    lang: Lang,
+    process_id: ProcessId,
 ) -> Response:
     return await idempotent(
-        svc, request, user_id, body, lang, lambda: _retry(request, svc, user_id, body, process_id)
+        svc, request, user_id, body, lang, lambda: _retry(request, svc, user_id, owner, body, process_id)
     )
 
 
 async def _retry(
-    request: Request, svc: Services, user_id: UUID, body: bytes, process_id: str
+    request: Request, svc: Services, user_id: UUID, owner: Identity, body: bytes, process_id: str
 ) -> JSONResponse:
     pid = path_id(process_id)
     validate_retry_body(body)
@@ -130,7 +141,7 @@ async def _retry(
         request_id=request.state.request_id,
         parent=parent,
     )
-    await launch(svc, job, target.scope)
+    await launch(svc, job, target.scope, owner)
     log_event(
         logging.INFO,
         "retry_accepted",

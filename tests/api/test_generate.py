@@ -18,7 +18,14 @@ from temporalio.testing import WorkflowEnvironment
 
 from db.models import ProcessingEvent, ProcessingState, ProcessingUnit
 from domain.enums import ProcessingStatus, Scope, TargetType
-from domain.workflow_io import SA_PROCESSING_STATUS, SA_PROCESSING_TYPE, SA_TARGET_ID, SA_USER_ID
+from domain.workflow_io import (
+    SA_PROCESSING_STATUS,
+    SA_PROCESSING_TYPE,
+    SA_TARGET_ID,
+    SA_USER_ID,
+    SA_USER_ISSUER,
+    SA_USER_SUBJECT,
+)
 from settings import Settings
 from tests.api.conftest import serve
 from tests.api.support import (
@@ -226,8 +233,28 @@ async def test_one_workflow_is_started_with_search_attributes(
     assert attributes.get(SA_TARGET_ID) == data["targetId"]
     timeout = description.raw_description.execution_config.workflow_execution_timeout.ToTimedelta()
     assert timeout == timedelta(seconds=600 + 300)
+    assert attributes.get(SA_USER_SUBJECT) == "alice" and attributes.get(SA_USER_ISSUER) is None
     assert len(await workflows_of(client, f'WorkflowId = "{workflow_id}"')) == 1
     assert len(await workflows_of(client, f'UserId = "{alice}"')) == 1
+
+
+async def test_operators_find_a_users_jobs_by_token_subject_and_issuer(
+    api: httpx.AsyncClient, clean_db: AsyncEngine, temporal_env: WorkflowEnvironment
+) -> None:
+    subject = f"operator-visible-{uuid.uuid4()}"
+    cognito = bearer(subject, issuer="https://idp.example/pool")
+    started = [
+        (await api.post(GENERATE, json=subgoal(), headers=h)).json()["data"] for h in (cognito, cognito)
+    ]
+    # The same `sub` from another issuer is another user, with its own jobs.
+    other = (await api.post(GENERATE, json=subgoal(), headers=bearer(subject))).json()["data"]
+    client = temporal_env.client
+    by_subject = await workflows_of(client, f'UserSubject = "{subject}"')
+    assert {w.id for w in by_subject} == {f"ai-gen-{d['processId']}" for d in [*started, other]}
+    query = f'UserSubject = "{subject}" AND UserIssuer = "https://idp.example/pool"'
+    assert {w.id for w in await workflows_of(client, query)} == {f"ai-gen-{d['processId']}" for d in started}
+    description = await client.get_workflow_handle(f"ai-gen-{other['processId']}").describe()
+    assert description.typed_search_attributes.get(SA_USER_ISSUER) is None
 
 
 # ---------------------------------------------------------------------------------------------- validation
