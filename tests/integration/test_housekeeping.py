@@ -52,6 +52,18 @@ async def reconcile(client: Client, settings: Settings) -> ReconcileSummary:
     )
 
 
+async def retention(client: Client, settings: Settings, repo: JobRepository) -> RetentionSummary:
+    """One run of RetentionWorkflow (90 days) on a maintenance worker of its own."""
+    async with maintenance_worker(client, settings, repo):
+        return await client.execute_workflow(
+            "RetentionWorkflow",
+            RetentionInput(older_than_days=90),
+            id=f"retention-{uuid.uuid4()}",
+            task_queue=settings.temporal_maintenance_task_queue,
+            result_type=RetentionSummary,
+        )
+
+
 async def age(repo: JobRepository, process_id: uuid.UUID, **intervals: str) -> None:
     """Move a row's timestamps into the past, as if the reconciler ran later."""
     sets = ", ".join(f"{column} = {column} - CAST(:{column} AS interval)" for column in intervals)
@@ -198,14 +210,7 @@ async def test_retention_deletes_only_old_terminal_rows(repo, client, maintenanc
             text("INSERT INTO goals (id, user_id, title, created_by_process_id) VALUES (:g, :u, 't', :p)"),
             {"g": goal, "u": user, "p": ids["old"]},
         )
-    async with maintenance_worker(client, settings, repo):
-        summary = await client.execute_workflow(
-            "RetentionWorkflow",
-            RetentionInput(older_than_days=90),
-            id=f"retention-{uuid.uuid4()}",
-            task_queue=settings.temporal_maintenance_task_queue,
-            result_type=RetentionSummary,
-        )
+    summary = await retention(client, settings, repo)
     assert summary.deleted_jobs == 1
     assert await repo.get_job(ids["old"]) is None
     assert await repo.get_job(ids["recent"]) is not None and await repo.get_job(ids["active"]) is not None
@@ -233,14 +238,7 @@ async def test_retention_purges_idempotency_keys_older_than_a_day(repo, client, 
         await conn.execute(
             text("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'old'")
         )
-    async with maintenance_worker(client, settings, repo):
-        summary = await client.execute_workflow(
-            "RetentionWorkflow",
-            RetentionInput(older_than_days=90),
-            id=f"retention-{uuid.uuid4()}",
-            task_queue=settings.temporal_maintenance_task_queue,
-            result_type=RetentionSummary,
-        )
+    summary = await retention(client, settings, repo)
     assert summary.deleted_idempotency_keys == 1
     async with repo.engine.connect() as conn:
         kept = (await conn.execute(text("SELECT key FROM idempotency_keys"))).scalars().all()
