@@ -19,12 +19,12 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from api.errors import render_app_error
+from api.fields import FieldError, FieldMessage, InvalidFields
 from api.log_context import log_event
 from api.services import Services
 from db.idempotency import StoredResponse
 from domain.enums import Language
 from domain.errors import AppError, ErrorCode
-from domain.params import FieldError, FieldMessage, InvalidFields
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.models import User
 from domain.storable import escaped, has_lone_surrogate, is_storable
 from settings import DEV_JWT_SECRET
-from tests.api.support import bearer, field_messages
+from tests.support.api import bearer, field_messages
 
 EDGE_CASES = ["\ud800", "\udfff", "a\udc00b", "\x00", "a\x00b", "\ud83d\ude00", "😀", "\u202e", "\ufeff", ""]
 STRINGS = st.one_of(

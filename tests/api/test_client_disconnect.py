@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app
 from settings import Settings
-from tests.api.support import bearer
-from tests.conftest import free_port
+from tests.support.api import bearer
+from tests.support.servers import free_port
 
 
 async def test_a_client_disconnecting_mid_body_is_logged_quietly(

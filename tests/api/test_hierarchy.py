@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.models import ProcessingState
 from domain.enums import ACTIVE_STATUSES
-from tests.api.support import Tree, assert_error, bearer, ensure_user, seed_tree
+from tests.support.api import Tree, assert_error, bearer, ensure_user, seed_tree
 
 GENERATE = "/api/ai/async/generate"
 ALICE = bearer("alice")
