@@ -23,8 +23,9 @@ from temporalio.client import WorkflowExecutionStatus
 from cli.temporal_server import find_temporal_cli
 from domain.workflow_io import RECONCILER_SCHEDULE_ID, RETENTION_SCHEDULE_ID
 from settings import Settings
-from tests.conftest import make_user, repo_root, start_subgoal_job, subgoal_params, wait_status
 from tests.integration.test_housekeeping import maintenance_worker
+from tests.support.jobs import make_user, start_subgoal_job, subgoal_params, wait_status
+from tests.support.servers import REPO_ROOT
 from workflows.schedules import ensure_schedules
 
 DOCS = ("README.md", "docs/operations.md", "docs/alert-runbook.md", "docs/troubleshooting.md")
@@ -37,7 +38,7 @@ STOPPING = ("workflow cancel", "workflow update execute", "workflow terminate")
 def documented_commands() -> list[str]:
     found: list[str] = []
     for name in DOCS:
-        text = (repo_root() / name).read_text(encoding="utf-8")
+        text = (REPO_ROOT / name).read_text(encoding="utf-8")
         for block in FENCE.findall(text):
             found += [line.strip() for line in block.splitlines() if COMMAND.match(line.strip())]
         found += [span for span in re.findall(r"`([^`\n]+)`", FENCE.sub("", text)) if COMMAND.match(span)]

@@ -22,8 +22,15 @@ from temporalio.exceptions import ApplicationError
 
 from db.engine import make_engine
 from db.repository import JobRepository
-from tests.conftest import make_user, running_worker, start_subgoal_job, subgoal_params, wait_status
-from tests.integration.test_subgoal_workflow import events, rows
+from tests.support.jobs import (
+    events,
+    make_user,
+    rows,
+    running_worker,
+    start_subgoal_job,
+    subgoal_params,
+    wait_status,
+)
 from tests.support.tcp_proxy import CuttableProxy
 
 OUTAGE_SECONDS = 12

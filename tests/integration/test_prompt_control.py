@@ -18,8 +18,15 @@ from temporalio.exceptions import ApplicationError
 
 from db.repository import JobRepository
 from domain.workflow_io import SA_PROCESSING_STATUS, OperatorCancel, ProgressView
-from tests.conftest import make_user, record_history, start_subgoal_job, subgoal_params, wait_status
-from tests.integration.test_subgoal_workflow import events, rows
+from tests.support.jobs import (
+    events,
+    make_user,
+    record_history,
+    rows,
+    start_subgoal_job,
+    subgoal_params,
+    wait_status,
+)
 
 DEAF = subgoal_params("#fault:subgoal:deaf 学習計画")
 LATE_OUTPUT_AFTER_MS = 8_000  # the deadline / cancel comes at about 3 s: the output arrives 5 s later
