@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import httpx
 from sqlalchemy import func, select
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -118,16 +119,21 @@ async def durations(settings: Settings, ids: list[uuid.UUID]) -> list[float]:
 
 
 async def scenario(
-    svc: Services, settings: Settings, jobs: int, ai_seconds: float, fault: Callable[[], Awaitable[None]]
+    svc: Services,
+    settings: Settings,
+    jobs: int,
+    ai_seconds: float,
+    fault: Callable[[httpx.AsyncClient], Awaitable[None]],
 ) -> list[float]:
-    """Start the jobs, let their AI calls run halfway, apply ``fault``; the jobs' durations."""
+    """Start the jobs through the API, let their AI calls run halfway, apply ``fault`` (which may use the
+    API, connected while everything was up); the jobs' durations."""
     async with api(settings) as http:
         ids = await start_jobs(http, jobs)
         engine = make_engine(settings.database_url)
         await seen_in_status(engine, ids, {"PROCESSING"})
         await engine.dispose()
         await asyncio.sleep(ai_seconds / 2)
-        await fault()
+        await fault(http)
     return await durations(settings, ids)
 
 
@@ -140,12 +146,12 @@ async def main(jobs: int, ai_seconds: float, temporal_down: float, db_down: floa
         try:
             await workers.polling(2)
 
-            async def nothing() -> None:
+            async def nothing(_: httpx.AsyncClient) -> None:
                 return None
 
             baseline = await scenario(svc, settings, jobs, ai_seconds, nothing)
 
-            async def kill_a_worker() -> None:
+            async def kill_a_worker(_: httpx.AsyncClient) -> None:
                 os.kill(workers.processes[0].pid, signal.SIGKILL)
 
             lost_worker = await scenario(svc, settings, jobs, ai_seconds, kill_a_worker)
@@ -154,19 +160,19 @@ async def main(jobs: int, ai_seconds: float, temporal_down: float, db_down: floa
 
             refused: list[tuple[int, float]] = []
 
-            async def restart_temporal() -> None:
-                async with api(settings) as http:  # connects while Temporal is up
-                    await asyncio.to_thread(svc.temporal.stop)
-                    for _ in range(5):
-                        started = time.monotonic()
-                        response = await http.post(GENERATE, json=subgoal_job())
-                        refused.append((response.status_code, time.monotonic() - started))
-                    await asyncio.sleep(max(0.0, temporal_down - sum(s for _, s in refused)))
+            async def restart_temporal(http: httpx.AsyncClient) -> None:
+                await asyncio.to_thread(svc.temporal.stop)
+                down_since = time.monotonic()
+                for _ in range(5):
+                    started = time.monotonic()
+                    response = await http.post(GENERATE, json=subgoal_job())
+                    refused.append((response.status_code, time.monotonic() - started))
+                await asyncio.sleep(max(0.0, down_since + temporal_down - time.monotonic()))
                 await asyncio.to_thread(svc.temporal.start)
 
             temporal_restart = await scenario(svc, settings, jobs, ai_seconds, restart_temporal)
 
-            async def database_outage() -> None:
+            async def database_outage(_: httpx.AsyncClient) -> None:
                 await asyncio.to_thread(svc.postgres.stop)
                 await asyncio.sleep(db_down)
                 await asyncio.to_thread(svc.postgres.start)
