@@ -75,9 +75,6 @@ async def heartbeating(work: Awaitable[T], every: float) -> T:
         with contextlib.suppress(asyncio.CancelledError):
             return await asyncio.shield(task)
         raise
-    finally:
-        if not task.done():  # pragma: no cover - only when this coroutine is torn down from outside
-            task.cancel()
 
 
 class GenerationActivities:
