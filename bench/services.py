@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -83,6 +83,28 @@ async def services() -> AsyncIterator[Services]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+async def until_healthy(http: httpx.AsyncClient, attempts: int = 300) -> None:
+    """Wait until the API process answers GET /health (0.1 s between tries)."""
+    for _ in range(attempts):
+        try:
+            if (await http.get("/health")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.1)
+
+
+def uvicorn_api(port: int, env: Mapping[str, str], log_path: Path) -> ManagedProcess:
+    """The API as its own uvicorn process on ``port``, configured by ``env``."""
+    return ManagedProcess(
+        "api",
+        [sys.executable, "-m", "uvicorn", "api.asgi:app", "--port", str(port), "--no-access-log"],
+        cwd=ROOT,
+        env=env,
+        log_path=log_path,
+    )
+
+
 @asynccontextmanager
 async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The API as its own uvicorn process (as deployed), on ``settings``; a client for it as user `bench`."""
@@ -92,25 +114,13 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         **{name.upper(): str(getattr(settings, name)) for name in API_SETTINGS},
         "METRICS_ENABLED": "false",
     }
-    process = ManagedProcess(
-        "api",
-        [sys.executable, "-m", "uvicorn", "api.asgi:app", "--port", str(port), "--no-access-log"],
-        cwd=ROOT,
-        env=env,
-        log_path=Path(tempfile.gettempdir()) / f"mandala-bench-api-{port}.log",
-    )
+    process = uvicorn_api(port, env, Path(tempfile.gettempdir()) / f"mandala-bench-api-{port}.log")
     headers = {"Authorization": f"Bearer {issue_dev_token('bench', DEV_JWT_SECRET)}"}
     try:
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30
         ) as http:
-            for _ in range(300):
-                try:
-                    if (await http.get("/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
+            await until_healthy(http)
             yield http
     finally:
         await asyncio.to_thread(process.stop)
