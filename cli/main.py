@@ -1,4 +1,5 @@
-"""The `mandala` command: `mandala dev` runs the whole system locally, `mandala token` prints a dev JWT."""
+"""The `mandala` command: `mandala dev` runs the whole system locally, `mandala token` prints a dev JWT;
+the client commands (generate, jobs, show, all) live in cli/client/."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import NoReturn, Protocol
 import httpx
 from pydantic import ValidationError
 
+from cli.client import commands as client
 from cli.processes import ManagedProcess, ServiceStartError, ensure_port_free
 from cli.token import issue_dev_token
 from settings import get_settings
@@ -45,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "token":
         return _token(args)
+    if args.command in client.COMMANDS:
+        return client.run(args)
     ports = [args.api_port, args.temporal_port, args.ui_port, args.pg_port]
     if len(set(ports)) != len(ports):
         parser.error("--api-port, --temporal-port, --ui-port and --pg-port must all differ")
@@ -74,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--temporal-port", type=_port, default=7233)
     dev.add_argument("--ui-port", type=_port, default=8233, help="the Temporal Web UI port")
     dev.add_argument("--pg-port", type=_port, default=55432)
+    client.register(commands)
     return parser
 
 
