@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from cli.client import commands as client
 from cli.processes import ManagedProcess, ServiceStartError, ensure_port_free
-from cli.token import issue_dev_token
+from cli.token import dev_token_for
 from settings import get_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -115,11 +115,7 @@ def _token(args: argparse.Namespace) -> int:
     if settings.auth_mode != "hs256":
         print("mandala token: development tokens need AUTH_MODE=hs256", file=sys.stderr)
         return 1
-    extra = {"aud": settings.jwt_audience} if settings.jwt_audience else None
-    token = issue_dev_token(
-        args.sub, settings.jwt_secret, args.expires_in, issuer=settings.jwt_issuer, extra=extra
-    )
-    print(token)
+    print(dev_token_for(settings, args.sub, args.expires_in))
     return 0
 
 

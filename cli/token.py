@@ -7,6 +7,8 @@ from typing import Any
 
 import jwt
 
+from settings import Settings
+
 
 def issue_dev_token(
     sub: str,
@@ -28,3 +30,10 @@ def issue_dev_token(
     if issuer is not None:
         claims["iss"] = issuer
     return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def dev_token_for(settings: Settings, sub: str, expires_in: int = 3600) -> str:
+    """A development token that the configured API accepts: JWT_SECRET, and JWT_ISSUER / JWT_AUDIENCE when
+    they are set. Only meaningful with AUTH_MODE=hs256."""
+    extra = {"aud": settings.jwt_audience} if settings.jwt_audience else None
+    return issue_dev_token(sub, settings.jwt_secret, expires_in, issuer=settings.jwt_issuer, extra=extra)

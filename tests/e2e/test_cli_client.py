@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import uuid
@@ -169,8 +170,6 @@ async def test_a_timed_out_job_exits_4(stack: LiveStack, engine: AsyncEngine) ->
     pid = await jobs.pending(user_id, ProcessingType.TASK_GENERATION, TargetType.ACTION)
     await jobs.processing(pid)
     await jobs.finish(pid, ProcessingStatus.TIMEOUT, "TIMEOUT_ERROR")
-
-    import asyncio
 
     watched = await asyncio.to_thread(
         mandala, "jobs", "show", str(pid), "--watch", env=stack.client_env(stack.token(subject))

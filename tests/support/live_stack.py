@@ -84,8 +84,10 @@ def live_stack(database_url: str, temporal_address: str, log_dir: Path) -> Itera
     log_dir.mkdir(parents=True, exist_ok=True)
     commands = {
         "worker": [sys.executable, "worker.py"],
-        "api": [sys.executable, "-m", "uvicorn", "api.asgi:app", "--port", str(port), "--no-access-log"]
-        + ["--timeout-graceful-shutdown", "2"],
+        "api": [
+            *(sys.executable, "-m", "uvicorn", "api.asgi:app", "--port", str(port)),
+            *("--no-access-log", "--timeout-graceful-shutdown", "2"),
+        ],
     }
     processes: list[subprocess.Popen[bytes]] = []
     try:
