@@ -1,4 +1,4 @@
-"""Headless Debian Chromium driven by Playwright (no browser download: /usr/bin/chromium, installed by .ci/run).
+"""Headless Debian Chromium driven by Playwright (no browser download: /usr/bin/chromium from .ci/run).
 
 Playwright starts every browser with a fresh temporary profile of its own.
 """
