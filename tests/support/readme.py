@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 _FENCE = re.compile(r"```sh\n(.*?)```", re.DOTALL)
@@ -16,9 +17,19 @@ def section(path: Path, heading: str) -> str:
 
 
 def commands(markdown: str) -> list[str]:
-    """Every command of the ``sh`` blocks, backslash continuations joined, comments left out."""
+    """Every command of the ``sh`` blocks: backslash continuations and quotes spanning lines joined,
+    comment lines left out."""
     found: list[str] = []
     for block in _FENCE.findall(markdown):
-        joined = block.replace("\\\n", " ")
-        found += [line.strip() for line in joined.splitlines() if line.strip() and not line.startswith("#")]
+        pending = ""
+        for line in block.replace("\\\n", " ").splitlines():
+            if not pending and (not line.strip() or line.startswith("#")):
+                continue
+            pending = f"{pending}\n{line}" if pending else line.strip()
+            try:
+                shlex.split(pending)
+            except ValueError:  # a quote still open
+                continue
+            found.append(pending)
+            pending = ""
     return found

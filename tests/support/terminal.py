@@ -1,4 +1,4 @@
-"""Running a command on a pseudo-terminal (so rich draws its live display), and pictures of terminal output."""
+"""A command on a pseudo-terminal (so rich draws its live display), and pictures of terminal output."""
 
 from __future__ import annotations
 
