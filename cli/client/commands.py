@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         except Detached as exc:
             errors.print(t("detached", conn.lang, pid=exc.process_id), highlight=False, markup=False)
             return EXIT_DETACHED
+        except KeyboardInterrupt:  # before any job was being watched: nothing to offer
+            return EXIT_DETACHED
 
 
 # ------------------------------------------------------------------------------------------ the parsers

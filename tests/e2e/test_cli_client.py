@@ -200,3 +200,10 @@ def test_without_a_token_the_client_says_how_to_get_one(stack: LiveStack) -> Non
     result = mandala("jobs", "list", env=env)
     assert result.returncode == 1
     assert "export MANDALA_TOKEN=$(mandala token --sub demo-user)" in result.stderr
+
+
+def test_no_watch_prints_the_accepted_job_and_returns_at_once(stack: LiveStack) -> None:
+    result = mandala("generate", "subgoals", *goal_flags(), "--no-watch", env=stack.client_env(stack.token()))
+    assert result.returncode == 0, result.stderr
+    accepted = json.loads(result.stdout.split("\n", 1)[1])
+    assert accepted["status"] == "PENDING" and accepted["processId"] == started_id(result.stdout)
