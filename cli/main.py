@@ -18,9 +18,9 @@ from typing import NoReturn, Protocol
 import httpx
 from pydantic import ValidationError
 
+from api.dev_tokens import dev_token_for
 from cli.client import commands as client
 from cli.processes import ManagedProcess, ServiceStartError, ensure_port_free
-from cli.token import dev_token_for
 from settings import get_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -16,13 +16,13 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.bodies import parse_optional_object
 from api.deps import Lang, ServicesDep, read_body
+from api.dev_tokens import dev_token_for, dev_tokens_allowed
 from api.envelope import success
-from cli.token import dev_token_for
 from domain.enums import Language
 from domain.errors import AppError, ErrorCode
-from domain.params import parse_optional_object
-from settings import DEV_JWT_SECRET, AppEnv, Settings
+from settings import Settings
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 DEV_TOKEN_PATH = "/api/dev/token"
@@ -41,14 +41,6 @@ CONTENT_SECURITY_POLICY = (
 _FLAG = 'data-dev-tokens="off"'
 
 router = APIRouter()
-
-
-def dev_tokens_allowed(settings: Settings) -> bool:
-    return (
-        settings.auth_mode == "hs256"
-        and settings.jwt_secret == DEV_JWT_SECRET
-        and settings.app_env is not AppEnv.PRODUCTION
-    )
 
 
 @cache

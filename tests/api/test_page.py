@@ -8,8 +8,7 @@ import httpx
 
 from api.routes.page import CONTENT_SECURITY_POLICY
 from settings import Settings
-from tests.api.conftest import serve
-from tests.api.support import assert_error, field_messages
+from tests.support.api import assert_error, field_messages, serve
 
 
 async def test_the_page_and_its_assets_are_served_with_a_strict_policy(api: httpx.AsyncClient) -> None:

@@ -13,10 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.repository import JobRepository
 from domain.enums import ProcessingStatus, ProcessingType, TargetType
-from tests.api.support import Jobs, ensure_user
+from tests.support.api import ensure_user
 from tests.support.chart_reader import chart_widths, expected_cells, matches, read_chart
 from tests.support.cli_runs import mandala, shown_goal, start_mandala, started_id
 from tests.support.cutting_proxy import cutting_proxy
+from tests.support.jobs import Jobs
 from tests.support.live_stack import LiveStack
 
 

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import httpx
 
-from cli.token import issue_dev_token
+from api.dev_tokens import issue_dev_token
 from settings import DEV_JWT_SECRET
-from tests.conftest import free_port
+from tests.support.servers import REPO_ROOT, free_port
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 AI_LATENCY_MS = 300
 START_TIMEOUT = 90.0
 

@@ -1,4 +1,4 @@
-"""Development JWTs for AUTH_MODE=hs256."""
+"""Development JWTs for AUTH_MODE=hs256: `mandala token` and the web page's development sign-in."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import jwt
 
-from settings import Settings
+from settings import DEV_JWT_SECRET, AppEnv, Settings
 
 
 def issue_dev_token(
@@ -37,3 +37,13 @@ def dev_token_for(settings: Settings, sub: str, expires_in: int = 3600) -> str:
     they are set. Only meaningful with AUTH_MODE=hs256."""
     extra = {"aud": settings.jwt_audience} if settings.jwt_audience else None
     return issue_dev_token(sub, settings.jwt_secret, expires_in, issuer=settings.jwt_issuer, extra=extra)
+
+
+def dev_tokens_allowed(settings: Settings) -> bool:
+    """Whether the API may mint tokens for the web page: only while it verifies them with the public
+    development secret, which lets anyone sign a token anyway (docs/api.md)."""
+    return (
+        settings.auth_mode == "hs256"
+        and settings.jwt_secret == DEV_JWT_SECRET
+        and settings.app_env is not AppEnv.PRODUCTION
+    )
