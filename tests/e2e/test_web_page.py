@@ -15,8 +15,8 @@ SCREENSHOT = REPO_ROOT / "docs" / "images" / "web-chart.png"
 JOB_TIMEOUT_MS = 90_000
 
 
-def fill_goal_form(page: Page) -> None:
-    page.get_by_label("目標", exact=True).fill("TypeScriptのエキスパートになる")
+def fill_goal_form(page: Page, title: str = "TypeScriptのエキスパートになる") -> None:
+    page.get_by_label("目標", exact=True).fill(title)
     page.get_by_label("説明").fill("型システムと設計を深く理解し、チームで指導できる水準になる")
     page.get_by_label("達成期限").fill("2031-12-31")
     page.get_by_label("背景").fill("フロントエンド開発を3年担当している")
@@ -95,3 +95,32 @@ def test_an_english_browser_gets_english_and_a_pasted_token_signs_in(stack: Live
         page.get_by_role("button", name="Use this token").click()
         expect(page.get_by_text("Signed in as pasted-user")).to_be_visible()
         expect(page.get_by_text("No jobs yet.")).to_be_visible()
+
+
+def test_the_page_cancels_a_running_job_and_retries_a_failed_one(stack: LiveStack) -> None:
+    errors: list[str] = []
+    with chromium() as browser:
+        page = browser.new_page(locale="ja-JP")
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{stack.api_url}/")
+        page.get_by_label("ユーザーID").fill("web-cancel-user")
+        page.get_by_role("button", name="開発用トークンでサインイン").click()
+
+        fill_goal_form(page, "#fault:subgoal:hang 止まる目標")
+        page.get_by_label("サブ目標", exact=True).check()
+        page.get_by_role("button", name="生成する").click()
+        expect(page.locator("#job-status")).to_have_text("PROCESSING", timeout=JOB_TIMEOUT_MS)
+        page.get_by_role("button", name="キャンセル").click()
+        expect(page.locator("#job-status")).to_have_text("CANCELLED", timeout=JOB_TIMEOUT_MS)
+        expect(page.locator("#job-message")).to_have_text("処理はキャンセルされました (CANCELLED)")
+
+        fill_goal_form(page, "#fault:subgoal:bad_quality:3 品質の目標")
+        page.get_by_role("button", name="生成する").click()
+        expect(page.locator("#job-status")).to_have_text("FAILED", timeout=JOB_TIMEOUT_MS)
+        page.get_by_role("button", name="リトライ").click()
+        expect(page.locator("#history .badge")).to_have_count(3, timeout=JOB_TIMEOUT_MS)
+        expect(page.locator("#job-status")).to_have_text("FAILED", timeout=JOB_TIMEOUT_MS)
+        expect(page.locator("#job-message")).to_contain_text("(QUALITY_ERROR)")
+        expect(page.get_by_role("button", name="キャンセル")).to_be_hidden()
+    assert errors == []
