@@ -25,11 +25,11 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.dev_tokens import issue_dev_token
 from bench.job_latency import free_port
 from cli.postgres import EmbeddedPostgres
 from cli.processes import ManagedProcess
 from cli.temporal_server import DevTemporalServer
-from cli.token import issue_dev_token
 from db.migrate import upgrade_head
 from db.models import ProcessingState
 from settings import DEV_JWT_SECRET, Settings
