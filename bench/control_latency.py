@@ -36,6 +36,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from ai.offline import OfflineProvider
 from ai.provider import AIRequest, AIResponse
+from bench.report import Figure, record
 from bench.services import Services, api, percentiles, seen_in_status, services, start_jobs
 from cli.temporal_server import find_temporal_cli
 from db.engine import make_engine
@@ -196,6 +197,7 @@ async def main(jobs: int, ran_for: float, gap: float) -> None:
         p50, p95, worst = percentiles(values)
         verdict = "ok" if p95 <= target else "MISSED"
         print(f"{name:34} {p50:6.2f} {p95:6.2f} {worst:6.2f} {target:6.1f}  {verdict}")
+        record(Figure("control_latency", f"{name} p95", p95, "s", None, f"≤ {target:g} s", p95 <= target))
 
 
 if __name__ == "__main__":

@@ -4,46 +4,55 @@ Both sides use the same PostgreSQL, the same repository calls and the same offli
 pipeline; the floor just calls them in order in one coroutine (no orchestration, no durability). The
 ratio is the cost of running each job as a durable Temporal workflow.
 
-    .venv/bin/python -m bench.job_latency [--jobs 40] [--concurrency 16] [--runs 3]
+The durable side is the shipped configuration: the job is created and started by the API's own code
+(``api.launch``, on a client made as the API makes it), the worker is ``worker.build_worker`` on a client made
+as ``worker.py`` makes it (pydantic converter, tracing interceptor, SDK metrics), with tracing and metrics
+installed as in the worker process. The two clients are separate connections, as in the deployed service
+(where the API and the worker are separate processes).
 
-Prints the median of the runs for serial latency (ms, p50) and saturated throughput (jobs/s).
+    .venv/bin/python -m bench.job_latency [--jobs 60] [--concurrency 16] [--runs 3]
+
+Prints the median of the runs for serial latency (ms, p50) and saturated throughput (jobs/s), then what
+a job costs: PostgreSQL commits, Temporal RPCs (the benchmark's wait for the result is one of them) and
+CPU time of this process (the worker and the starts), the Temporal server and PostgreSQL.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import text
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from ai.offline import OfflineProvider
 from ai.pipeline import SamplingConfig, generate_validated, output_kind
 from ai.prompts import build_prompt
 from ai.provider import CallContext
-from cli.postgres import EmbeddedPostgres
-from cli.temporal_server import DevTemporalServer
+from api.launch import launch, new_job
+from api.temporal_gateway import TemporalConnection
+from bench.costs import Meter, PerJob, per_job
+from bench.report import Figure, record
+from bench.services import free_port, services
 from db.context import load_context
 from db.engine import make_engine
-from db.migrate import upgrade_head
 from db.repository import JobRepository
 from db.transitions import RunStatus
+from db.users import Identity
 from domain.enums import ProcessingType, Scope, TargetType
 from domain.errors import ErrorCode
 from domain.jobs import NewJob
-from domain.workflow_io import GenerationInput, PersistUnitRequest, UnitRef, WorkflowSummary, workflow_id_for
+from domain.workflow_io import PersistUnitRequest, UnitRef
+from observability import metrics
+from observability.tracing import init_tracing
 from settings import Settings
-from worker import build_worker
+from worker import build_worker, connect_client
 
 PARAMS = {
     "title": "TypeScriptのエキスパートになる",
@@ -51,59 +60,58 @@ PARAMS = {
     "background": "フロントエンド開発を3年担当している",
     "constraints": "平日は1日1時間まで",
 }
+NAME = "job_latency"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@dataclass(frozen=True)
+class Bench:
+    repo: JobRepository
+    client: Client
+    provider: OfflineProvider
+    settings: Settings
+    user: uuid.UUID
+    owner: Identity
 
 
-async def new_job(repo: JobRepository, user: uuid.UUID) -> NewJob:
-    now = datetime.now(UTC)
-    job = NewJob(
-        process_id=uuid.uuid4(),
-        user_id=user,
-        type=ProcessingType.SUBGOAL_GENERATION,
+def subgoal_job(bench: Bench) -> NewJob:
+    target = uuid.uuid4()
+    return new_job(
+        bench.settings,
+        user_id=bench.user,
+        job_type=ProcessingType.SUBGOAL_GENERATION,
+        params={**PARAMS, "deadline": (datetime.now(UTC) + timedelta(days=90)).isoformat()},
         target_type=TargetType.GOAL,
-        target_id=uuid.uuid4(),
-        params={**PARAMS, "deadline": (now + timedelta(days=90)).isoformat()},
-        total_units=1,
-        created_at=now,
-        estimated_completion_at=now + timedelta(seconds=60),
+        target_id=target,
+        units=[(target, TargetType.GOAL)],
         request_id=None,
     )
-    await repo.create_job(job)
-    return job
 
 
-async def via_temporal(repo: JobRepository, client: Client, queue: str, user: uuid.UUID) -> None:
-    job = await new_job(repo, user)
-    handle = await client.start_workflow(
-        "GenerationWorkflow",
-        GenerationInput(
-            process_id=job.process_id,
-            user_id=user,
-            type=job.type,
-            target_type=job.target_type,
-            target_id=job.target_id,
-            scope=Scope.TARGET,
-        ),
-        id=workflow_id_for(job.process_id),
-        task_queue=queue,
-        result_type=WorkflowSummary,
-    )
+async def via_temporal(bench: Bench) -> None:
+    """What POST /generate does (row, then start), then wait for the workflow's result."""
+
+    async def connected() -> Client:
+        return bench.client
+
+    handle = await launch(bench.repo, connected, bench.settings, subgoal_job(bench), bench.owner)
     summary = await handle.result()
     assert summary.outcome == "COMPLETED", summary
 
 
-async def floor(repo: JobRepository, provider: OfflineProvider, settings: Settings, user: uuid.UUID) -> None:
+async def floor(bench: Bench) -> None:
     """The same state writes and generation, in one coroutine: what a job costs without orchestration."""
+    job = subgoal_job(bench)
+    await bench.repo.create_job(job)
+    await floor_run(bench, job)
+
+
+async def floor_run(bench: Bench, job: NewJob) -> None:
+    """The floor's work on a created job."""
 
     async def current() -> RunStatus:
         return RunStatus(current=True)
 
-    job = await new_job(repo, user)
+    repo, settings = bench.repo, bench.settings
     run = f"floor-{job.process_id}"
     await repo.mark_processing(job.process_id, run, settings.job_deadline_seconds, current)
     row, _ = await repo.claim_unit(job.process_id, job.target_id, run, current)
@@ -115,13 +123,23 @@ async def floor(repo: JobRepository, provider: OfflineProvider, settings: Settin
         return None
 
     kind = output_kind(job.type)
-    output = await generate_validated(provider, build_prompt(ctx), kind, call, sampling, ignore)
+    output = await generate_validated(bench.provider, build_prompt(ctx), kind, call, sampling, ignore)
     unit = UnitRef(unit_id=job.target_id, unit_type=TargetType.GOAL, ordinal=0)
     request = PersistUnitRequest(process_id=job.process_id, unit=unit, scope=Scope.TARGET, output=output)
     await repo.persist_unit(request, run, current)
 
 
-async def measure(one_job: Callable[[], Awaitable[None]], jobs: int, concurrency: int) -> tuple[float, float]:
+@dataclass(frozen=True)
+class Run:
+    latency_ms: float
+    jobs_per_second: float
+    costs: PerJob
+
+
+async def measure(one_job: Callable[[], Awaitable[None]], jobs: int, concurrency: int, meter: Meter) -> Run:
+    """``jobs`` jobs one at a time (p50 latency), then ``jobs`` with ``concurrency`` in flight (jobs/s);
+    the costs are those of all ``2 × jobs``."""
+    before = await meter.read()
     latencies = []
     for _ in range(jobs):
         started = time.perf_counter()
@@ -136,63 +154,85 @@ async def measure(one_job: Callable[[], Awaitable[None]], jobs: int, concurrency
     started = time.perf_counter()
     await asyncio.gather(*(bounded() for _ in range(jobs)))
     throughput = jobs / (time.perf_counter() - started)
-    return statistics.median(latencies), throughput
+    costs = per_job(before, await meter.read(), 2 * jobs)
+    return Run(statistics.median(latencies), throughput, costs)
+
+
+def _mean(costs: list[PerJob]) -> PerJob:
+    n = len(costs)
+    ops = {op for c in costs for op in c.rpcs_by_operation}
+    by_op = {op: sum(c.rpcs_by_operation.get(op, 0.0) for c in costs) / n for op in ops}
+    return PerJob(
+        commits=sum(c.commits for c in costs) / n,
+        writes=sum(c.writes for c in costs) / n,
+        rpcs=sum(c.rpcs for c in costs) / n,
+        rpcs_by_operation=dict(sorted(by_op.items(), key=lambda kv: -kv[1])),
+        cpu_ms={name: sum(c.cpu_ms[name] for c in costs) / n for name in costs[0].cpu_ms},
+    )
 
 
 async def main(jobs: int, concurrency: int, runs: int) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="mandala-bench-"))
-    pg = EmbeddedPostgres(workdir / "postgres", port=free_port())
-    temporal = DevTemporalServer(workdir, port=free_port(), ui_port=free_port(), headless=True)
-    pg.start()
-    temporal.start()
-    try:
-        upgrade_head(pg.url())
-        settings = Settings(
-            database_url=pg.url(),
-            temporal_address=temporal.address,
-            temporal_task_queue="bench",
-            db_pool_size=20,
-        )
+    async with services() as svc:
+        settings = svc.settings(metrics_enabled=True, metrics_port=free_port())
+        metrics.init_metrics("worker", settings)
+        init_tracing("worker", settings)
         engine = make_engine(settings.database_url, settings.db_pool_size)
         repo = JobRepository(engine)
+        user = uuid.uuid4()
         async with engine.begin() as conn:
-            user = uuid.uuid4()
-            await conn.execute(text("INSERT INTO users (id, subject) VALUES (:u, 'bench')"), {"u": user})
-        client = await Client.connect(temporal.address, data_converter=pydantic_data_converter)
+            await conn.execute(
+                text("INSERT INTO users (id, issuer, subject) VALUES (:u, '', 'bench')"), {"u": user}
+            )
+        meter = svc.meter(engine)
         provider = OfflineProvider()
-        results: dict[str, list[tuple[float, float]]] = {"floor": [], "temporal": []}
-        async with build_worker(client, settings, repo, provider):
-            await via_temporal(repo, client, "bench", user)  # warm up both paths
-            await floor(repo, provider, settings, user)
-
-            def floor_job() -> Awaitable[None]:
-                return floor(repo, provider, settings, user)
-
-            def temporal_job() -> Awaitable[None]:
-                return via_temporal(repo, client, "bench", user)
-
-            for _ in range(runs):
-                results["floor"].append(await measure(floor_job, jobs, concurrency))
-                results["temporal"].append(await measure(temporal_job, jobs, concurrency))
+        results: dict[str, list[Run]] = {"floor": [], "temporal": []}
+        async with metrics.temporal_runtime() as runtime:
+            client = await connect_client(settings, runtime)
+            api_client = await TemporalConnection(settings).client()
+            bench = Bench(repo, api_client, provider, settings, user, Identity("", "bench"))
+            async with build_worker(client, settings, repo, provider):
+                await via_temporal(bench)  # warm up both paths
+                await floor(bench)
+                for _ in range(runs):
+                    results["floor"].append(await measure(lambda: floor(bench), jobs, concurrency, meter))
+                    results["temporal"].append(
+                        await measure(lambda: via_temporal(bench), jobs, concurrency, meter)
+                    )
         await engine.dispose()
-        f_lat = statistics.median(r[0] for r in results["floor"])
-        f_tp = statistics.median(r[1] for r in results["floor"])
-        t_lat = statistics.median(r[0] for r in results["temporal"])
-        t_tp = statistics.median(r[1] for r in results["temporal"])
-        print(f"jobs={jobs} concurrency={concurrency} runs={runs} (medians)")
-        print(f"{'':10} {'serial p50 ms':>14} {'jobs/s':>8}")
-        print(f"{'floor':10} {f_lat:14.1f} {f_tp:8.1f}")
-        print(f"{'temporal':10} {t_lat:14.1f} {t_tp:8.1f}")
-        print(f"ratio temporal/floor: latency x{t_lat / f_lat:.1f}, throughput x{t_tp / f_tp:.2f}")
-    finally:
-        temporal.stop()
-        pg.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    metrics.install(None)
+    lat = {side: statistics.median(r.latency_ms for r in rs) for side, rs in results.items()}
+    tps = {side: statistics.median(r.jobs_per_second for r in rs) for side, rs in results.items()}
+    costs = {side: _mean([r.costs for r in rs]) for side, rs in results.items()}
+    print(f"jobs={jobs} concurrency={concurrency} runs={runs} (medians)")
+    print(f"{'':10} {'serial p50 ms':>14} {'jobs/s':>8}")
+    for side in results:
+        print(f"{side:10} {lat[side]:14.1f} {tps[side]:8.1f}")
+    print(
+        f"ratio temporal/floor: latency x{lat['temporal'] / lat['floor']:.1f}, "
+        f"throughput x{tps['temporal'] / tps['floor']:.2f}"
+    )
+    for side in results:
+        print(f"per job, {side}:")
+        print("\n".join(costs[side].lines()))
+    f, t = costs["floor"], costs["temporal"]
+    this = "this process"
+    for figure in (
+        Figure(NAME, "serial p50", lat["temporal"], "ms", lat["floor"], "≤ floor + 20 ms",
+               lat["temporal"] <= lat["floor"] + 20),
+        Figure(NAME, "throughput, 16 in flight", tps["temporal"], "jobs/s", tps["floor"], "≥ 0.5 × floor",
+               tps["temporal"] >= 0.5 * tps["floor"]),
+        Figure(NAME, "PostgreSQL commits per job", t.commits, "", f.commits, "≤ 4", t.commits <= 4),
+        Figure(NAME, "Temporal RPCs per job", t.rpcs, ""),
+        Figure(NAME, "worker CPU per job (this process)", t.cpu_ms[this], "ms", f.cpu_ms[this]),
+        Figure(NAME, "Temporal server CPU per job", t.cpu_ms["Temporal server"], "ms"),
+        Figure(NAME, "PostgreSQL CPU per job", t.cpu_ms["PostgreSQL"], "ms", f.cpu_ms["PostgreSQL"]),
+    ):  # fmt: skip
+        record(figure)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=40)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=60)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()

@@ -21,22 +21,18 @@ import argparse
 import asyncio
 import os
 import signal
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import httpx
 from sqlalchemy import func, select
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client
 
+from bench.report import Figure, record
 from bench.services import (
     GENERATE,
     Services,
+    Workers,
     api,
     percentiles,
     seen_in_status,
@@ -44,59 +40,9 @@ from bench.services import (
     start_jobs,
     subgoal_job,
 )
-from cli.processes import ManagedProcess
 from db.engine import make_engine
 from db.models import ProcessingState, SubGoal
 from settings import Settings
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-class Workers:
-    """Worker processes on one task queue, started the way an operator would (`python worker.py`)."""
-
-    def __init__(self, svc: Services, settings: Settings, ai_seconds: float) -> None:
-        self._svc = svc
-        self._settings = settings
-        self._env = {
-            **os.environ,
-            "DATABASE_URL": settings.database_url,
-            "TEMPORAL_ADDRESS": settings.temporal_address,
-            "TEMPORAL_TASK_QUEUE": settings.temporal_task_queue,
-            "AI_OFFLINE_LATENCY_MS": str(int(ai_seconds * 1000)),
-            "METRICS_ENABLED": "false",
-            "SCHEDULES_ENABLED": "false",
-            "LOG_LEVEL": "WARN",
-        }
-        self.processes: list[ManagedProcess] = []
-
-    def start(self) -> ManagedProcess:
-        process = ManagedProcess(
-            "worker",
-            [sys.executable, "worker.py"],
-            cwd=ROOT,
-            env=self._env,
-            log_path=self._svc.workdir / f"worker-{len(self.processes)}.log",
-        )
-        self.processes.append(process)
-        return process
-
-    async def polling(self, count: int) -> None:
-        """Wait until ``count`` workers poll the activity queue."""
-        client = await Client.connect(self._settings.temporal_address)
-        request = DescribeTaskQueueRequest(
-            namespace="default",
-            task_queue=TaskQueue(name=self._settings.temporal_task_queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
-        )
-        while True:
-            if len((await client.workflow_service.describe_task_queue(request)).pollers) >= count:
-                return
-            await asyncio.sleep(0.2)
-
-    def stop(self) -> None:
-        for process in self.processes:
-            process.stop()
 
 
 async def durations(settings: Settings, ids: list[uuid.UUID]) -> list[float]:
@@ -140,7 +86,16 @@ async def scenario(
 async def main(jobs: int, ai_seconds: float, temporal_down: float, db_down: float) -> None:
     async with services() as svc:
         settings = svc.settings()
-        workers = Workers(svc, settings, ai_seconds)
+        workers = Workers(
+            svc,
+            settings,
+            {
+                "AI_OFFLINE_LATENCY_MS": str(int(ai_seconds * 1000)),
+                "METRICS_ENABLED": "false",
+                "SCHEDULES_ENABLED": "false",
+                "LOG_LEVEL": "WARN",
+            },
+        )
         workers.start()
         workers.start()
         try:
@@ -191,9 +146,11 @@ async def main(jobs: int, ai_seconds: float, temporal_down: float, db_down: floa
     ):
         p50, p95, worst = percentiles([v - base for v in values])
         print(f"{name:36} {p50:6.2f} {p95:6.2f} {worst:6.2f}")
+        record(Figure("recovery", f"{name}: extra seconds p95", p95, "s"))
     statuses = sorted({status for status, _ in refused})
     p50, p95, worst = percentiles([s for _, s in refused])
     print(f"starts with Temporal down: HTTP {statuses}, p50 {p50:.2f} s, p95 {p95:.2f} s, max {worst:.2f} s")
+    record(Figure("recovery", "start with Temporal down: answer p95", p95, "s", None, "≤ 1 s", p95 <= 1))
 
 
 if __name__ == "__main__":

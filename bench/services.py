@@ -8,6 +8,7 @@ import asyncio
 import math
 import os
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
@@ -24,9 +25,13 @@ import httpx
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
 
 from api.dev_tokens import issue_dev_token
-from bench.job_latency import free_port
+from bench.costs import Meter, ProcessGroup, process_cpu, tree_cpu
 from cli.postgres import EmbeddedPostgres
 from cli.processes import ManagedProcess
 from cli.temporal_server import DevTemporalServer
@@ -46,11 +51,31 @@ API_SETTINGS = (
 )
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @dataclass
 class Services:
     workdir: Path
     postgres: EmbeddedPostgres
     temporal: DevTemporalServer
+
+    def meter(self, engine: AsyncEngine, **groups: ProcessGroup) -> Meter:
+        """A cost meter over this process, the Temporal server, PostgreSQL and ``groups``."""
+        assert self.temporal.metrics_url and self.temporal.pid and self.postgres.pid
+        return Meter(
+            engine,
+            self.temporal.metrics_url,
+            {
+                "this process": process_cpu(),
+                **groups,
+                "Temporal server": process_cpu(self.temporal.pid),
+                "PostgreSQL": tree_cpu(self.postgres.pid),
+            },
+        )
 
     def settings(self, **overrides: Any) -> Settings:
         """The shipped defaults, pointed at these services, on a task queue of their own."""
@@ -67,11 +92,61 @@ class Services:
         return Settings(**(values | overrides))
 
 
+class Workers:
+    """Worker processes on one task queue, started the way an operator would (`python worker.py`), with
+    ``env`` over the settings' connections."""
+
+    def __init__(self, svc: Services, settings: Settings, env: Mapping[str, str]) -> None:
+        self._svc = svc
+        self._settings = settings
+        self._env = {
+            **os.environ,
+            "DATABASE_URL": settings.database_url,
+            "TEMPORAL_ADDRESS": settings.temporal_address,
+            "TEMPORAL_TASK_QUEUE": settings.temporal_task_queue,
+            **env,
+        }
+        self.processes: list[ManagedProcess] = []
+
+    def start(self) -> ManagedProcess:
+        process = ManagedProcess(
+            "worker",
+            [sys.executable, "worker.py"],
+            cwd=ROOT,
+            env=self._env,
+            log_path=self.log_path(len(self.processes)),
+        )
+        self.processes.append(process)
+        return process
+
+    def log_path(self, index: int) -> Path:
+        return self._svc.workdir / f"worker-{index}.log"
+
+    async def polling(self, count: int) -> None:
+        """Wait until ``count`` workers poll the activity queue."""
+        client = await Client.connect(self._settings.temporal_address)
+        request = DescribeTaskQueueRequest(
+            namespace="default",
+            task_queue=TaskQueue(name=self._settings.temporal_task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+        )
+        while True:
+            if len((await client.workflow_service.describe_task_queue(request)).pollers) >= count:
+                return
+            await asyncio.sleep(0.2)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
+
+
 @asynccontextmanager
 async def services() -> AsyncIterator[Services]:
     workdir = Path(tempfile.mkdtemp(prefix="mandala-bench-"))
     postgres = EmbeddedPostgres(workdir / "postgres", port=free_port())
-    temporal = DevTemporalServer(workdir / "temporal", port=free_port(), ui_port=free_port(), headless=True)
+    temporal = DevTemporalServer(
+        workdir / "temporal", port=free_port(), ui_port=free_port(), headless=True, metrics_port=free_port()
+    )
     await asyncio.to_thread(postgres.start)
     await asyncio.to_thread(temporal.start)
     try:

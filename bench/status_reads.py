@@ -25,8 +25,8 @@ import httpx
 from sqlalchemy import select
 
 from api.dev_tokens import issue_dev_token
-from bench.job_latency import free_port
-from bench.services import until_healthy, uvicorn_api
+from bench.report import Figure, record
+from bench.services import free_port, until_healthy, uvicorn_api
 from cli.postgres import EmbeddedPostgres
 from cli.processes import ManagedProcess
 from db.engine import make_engine
@@ -126,6 +126,8 @@ async def main(requests: int, concurrency: int, runs: int) -> None:
         print(f"{'floor':12} {f_rps:8.0f} {f_p95:8.2f}")
         print(f"{'status API':12} {a_rps:8.0f} {a_p95:8.2f}")
         print(f"ratio api/floor: throughput x{a_rps / f_rps:.2f}, p95 x{a_p95 / f_p95:.1f}")
+        record(Figure("status_reads", "GET /status throughput", a_rps, "req/s", f_rps))
+        record(Figure("status_reads", "GET /status p95", a_p95, "ms", f_p95))
     finally:
         if api is not None:
             api.stop()

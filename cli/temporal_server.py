@@ -80,6 +80,7 @@ class DevTemporalServer:
         namespace: str = "default",
         headless: bool = False,
         ip: str = "127.0.0.1",
+        metrics_port: int | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
@@ -87,6 +88,7 @@ class DevTemporalServer:
         self.namespace = namespace
         self.headless = headless
         self.ip = ip
+        self.metrics_port = metrics_port
         self.log_path = self.data_dir / "temporal.log"
         self._process: ManagedProcess | None = None
 
@@ -105,6 +107,11 @@ class DevTemporalServer:
     @property
     def address(self) -> str:
         return f"{self.ip}:{self.port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        """The server's Prometheus page (``service_requests`` counts every RPC), when started with one."""
+        return None if self.metrics_port is None else f"http://{self.ip}:{self.metrics_port}/metrics"
 
     @property
     def ui_url(self) -> str | None:
@@ -147,6 +154,7 @@ class DevTemporalServer:
             *_search_attribute_flags(),
             *(["--headless"] if self.headless else ["--ui-port", str(self.ui_port)]),
             *(["--namespace", self.namespace] if self.namespace != "default" else []),
+            *(["--metrics-port", str(self.metrics_port)] if self.metrics_port is not None else []),
         ]
         self._process = ManagedProcess(self.name, args, stop_signal=signal.SIGINT, log_path=self.log_path)
         try:
