@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     estimate_seconds_action: int = Field(default=180, ge=1)
     estimate_seconds_task: int = Field(default=120, ge=1)
 
+    # Worker (docs/operations.md, "Sizing a worker")
+    worker_max_cached_workflows: int = Field(default=1000, ge=0, le=100_000)
+
     # Housekeeping (spec 6.10, 6.11)
     temporal_maintenance_task_queue: str = "maintenance"
     schedules_enabled: bool = True
