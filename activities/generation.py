@@ -17,7 +17,6 @@ from activities.infrastructure import until_available
 from ai.pipeline import SamplingConfig, generate_validated, output_kind
 from ai.prompts import build_prompt
 from ai.provider import AIProvider, CallContext
-from db.context import load_context
 from db.repository import JobRepository
 from db.transitions import RunStatus
 from domain.enums import EventType, ProcessingType, Scope, UnitStatus
@@ -156,16 +155,15 @@ class GenerationActivities:
     @boundary
     async def generate_unit(self, req: UnitRequest) -> GenerateUnitResult:
         info = activity.info()
-        job, saved = await self._durably(
-            lambda: self.repo.claim_unit(req.process_id, req.unit.unit_id, self._run_id(), self._probe),
+        claimed = await self._durably(
+            lambda: self.repo.claim_unit(
+                req.process_id, req.unit.unit_id, self._run_id(), self._probe, self.settings.prompt_timezone
+            ),
             "claim_unit",
         )
-        if saved:
+        if claimed.context is None:
             return GenerateUnitResult(already_saved=True)
-        ctx, action_type = await self._durably(
-            lambda: load_context(self.repo.engine, job, req.unit.unit_id, self.settings.prompt_timezone),
-            "load_context",
-        )
+        job, ctx, action_type = claimed.job, claimed.context, claimed.action_type
         for text in _strings(ctx):
             pattern = clean_text(text).pattern_id
             if pattern:

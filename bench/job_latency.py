@@ -40,7 +40,6 @@ from api.temporal_gateway import TemporalConnection
 from bench.costs import Meter, PerJob, per_job
 from bench.report import Figure, record
 from bench.services import free_port, services
-from db.context import load_context
 from db.engine import make_engine
 from db.repository import JobRepository
 from db.transitions import RunStatus
@@ -114,8 +113,8 @@ async def floor_run(bench: Bench, job: NewJob) -> None:
     repo, settings = bench.repo, bench.settings
     run = f"floor-{job.process_id}"
     await repo.mark_processing(job.process_id, run, settings.job_deadline_seconds, current)
-    row, _ = await repo.claim_unit(job.process_id, job.target_id, run, current)
-    ctx, _ = await load_context(repo.engine, row, job.target_id, settings.prompt_timezone)
+    claimed = await repo.claim_unit(job.process_id, job.target_id, run, current, settings.prompt_timezone)
+    assert claimed.context is not None
     call = CallContext(process_id=job.process_id, unit_id=job.target_id, type=job.type)
     sampling = SamplingConfig(temperature=0.7, max_tokens=2000, top_p=0.9, cost_per_1k_tokens_usd=0.0)
 
@@ -123,7 +122,9 @@ async def floor_run(bench: Bench, job: NewJob) -> None:
         return None
 
     kind = output_kind(job.type)
-    output = await generate_validated(bench.provider, build_prompt(ctx), kind, call, sampling, ignore)
+    output = await generate_validated(
+        bench.provider, build_prompt(claimed.context), kind, call, sampling, ignore
+    )
     unit = UnitRef(unit_id=job.target_id, unit_type=TargetType.GOAL, ordinal=0)
     request = PersistUnitRequest(process_id=job.process_id, unit=unit, scope=Scope.TARGET, output=output)
     await repo.persist_unit(request, run, current)

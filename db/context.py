@@ -6,8 +6,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import bindparam, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.models import Action, Goal, SubGoal, User
 from domain import prompt_context as pc
@@ -31,8 +31,11 @@ def _subgoal(row: Any) -> pc.SubGoalContext:
     )
 
 
-async def _user(conn: Any, user_id: uuid.UUID) -> pc.UserContext:
-    row = (await conn.execute(select(User.industry, User.job_type).where(User.id == user_id))).one_or_none()
+_USER = select(User.industry, User.job_type).where(User.id == bindparam("user_id"))
+
+
+async def _user(conn: AsyncConnection, user_id: uuid.UUID) -> pc.UserContext:
+    row = (await conn.execute(_USER, {"user_id": user_id})).one_or_none()
     if row is None:
         return pc.UserContext()
     return pc.UserContext(industry=row.industry.value if row.industry else None, job_type=row.job_type)
@@ -47,71 +50,68 @@ def _owned(row: Any, user_id: uuid.UUID, missing: ErrorCode) -> Any:
 
 
 async def load_context(
-    engine: AsyncEngine, job: Any, unit_id: uuid.UUID, timezone: str
+    conn: AsyncConnection, job: Any, unit_id: uuid.UUID, timezone: str
 ) -> tuple[pc.PromptContext, ActionType | None]:
-    """The prompt context of one unit (and, for tasks, the parent action's type)."""
-    async with engine.connect() as conn:
-        user = await _user(conn, job.user_id)
-        job_type = str(job.type)
-        if job_type == "SUBGOAL_GENERATION":
-            p = job.params
-            goal = pc.GoalContext(
-                title=p["title"],
-                description=p.get("description"),
-                deadline=datetime.fromisoformat(p["deadline"]) if p.get("deadline") else None,
-                background=p.get("background"),
-                constraints=p.get("constraints") or None,
-            )
-            if p.get("goalId"):
-                owner = (
-                    await conn.execute(select(Goal.user_id).where(Goal.id == job.target_id))
-                ).one_or_none()
-                _owned(owner, job.user_id, ErrorCode.GOAL_NOT_FOUND)
-            return pc.SubGoalPromptContext(goal=goal, user=user, timezone=timezone), None
-        if job_type == "ACTION_GENERATION":
-            sub = (await conn.execute(select(SubGoal).where(SubGoal.id == unit_id))).one_or_none()
-            if sub is None:
-                raise AppError(ErrorCode.SUBGOAL_NOT_FOUND)
-            goal_row = _owned(
-                (await conn.execute(select(Goal).where(Goal.id == sub.goal_id))).one_or_none(),
-                job.user_id,
-                ErrorCode.GOAL_NOT_FOUND,
-            )
-            siblings = (
-                await conn.execute(
-                    select(SubGoal)
-                    .where(SubGoal.goal_id == sub.goal_id, SubGoal.id != unit_id)
-                    .order_by(SubGoal.position)
-                )
-            ).all()
-            ctx = pc.ActionPromptContext(
-                goal=_goal(goal_row),
-                subgoal=_subgoal(sub),
-                siblings=[_subgoal(s) for s in siblings],
-                user=user,
-                timezone=timezone,
-            )
-            return ctx, None
-        action = (await conn.execute(select(Action).where(Action.id == unit_id))).one_or_none()
-        if action is None:
-            raise AppError(ErrorCode.ACTION_NOT_FOUND)
-        sub = (await conn.execute(select(SubGoal).where(SubGoal.id == action.sub_goal_id))).one()
+    """The prompt context of one unit (and, for tasks, the parent action's type), read on ``conn``."""
+    user = await _user(conn, job.user_id)
+    job_type = str(job.type)
+    if job_type == "SUBGOAL_GENERATION":
+        p = job.params
+        goal = pc.GoalContext(
+            title=p["title"],
+            description=p.get("description"),
+            deadline=datetime.fromisoformat(p["deadline"]) if p.get("deadline") else None,
+            background=p.get("background"),
+            constraints=p.get("constraints") or None,
+        )
+        if p.get("goalId"):
+            owner = (await conn.execute(select(Goal.user_id).where(Goal.id == job.target_id))).one_or_none()
+            _owned(owner, job.user_id, ErrorCode.GOAL_NOT_FOUND)
+        return pc.SubGoalPromptContext(goal=goal, user=user, timezone=timezone), None
+    if job_type == "ACTION_GENERATION":
+        sub = (await conn.execute(select(SubGoal).where(SubGoal.id == unit_id))).one_or_none()
+        if sub is None:
+            raise AppError(ErrorCode.SUBGOAL_NOT_FOUND)
         goal_row = _owned(
             (await conn.execute(select(Goal).where(Goal.id == sub.goal_id))).one_or_none(),
             job.user_id,
             ErrorCode.GOAL_NOT_FOUND,
         )
-        action_type = ActionType(action.type)
-        task_ctx = pc.TaskPromptContext(
+        siblings = (
+            await conn.execute(
+                select(SubGoal)
+                .where(SubGoal.goal_id == sub.goal_id, SubGoal.id != unit_id)
+                .order_by(SubGoal.position)
+            )
+        ).all()
+        ctx = pc.ActionPromptContext(
             goal=_goal(goal_row),
             subgoal=_subgoal(sub),
-            action=pc.ActionContext(
-                title=action.title,
-                description=action.description,
-                background=action.background,
-                type=action_type,
-            ),
+            siblings=[_subgoal(s) for s in siblings],
             user=user,
             timezone=timezone,
         )
-        return task_ctx, action_type
+        return ctx, None
+    action = (await conn.execute(select(Action).where(Action.id == unit_id))).one_or_none()
+    if action is None:
+        raise AppError(ErrorCode.ACTION_NOT_FOUND)
+    sub = (await conn.execute(select(SubGoal).where(SubGoal.id == action.sub_goal_id))).one()
+    goal_row = _owned(
+        (await conn.execute(select(Goal).where(Goal.id == sub.goal_id))).one_or_none(),
+        job.user_id,
+        ErrorCode.GOAL_NOT_FOUND,
+    )
+    action_type = ActionType(action.type)
+    task_ctx = pc.TaskPromptContext(
+        goal=_goal(goal_row),
+        subgoal=_subgoal(sub),
+        action=pc.ActionContext(
+            title=action.title,
+            description=action.description,
+            background=action.background,
+            type=action_type,
+        ),
+        user=user,
+        timezone=timezone,
+    )
+    return task_ctx, action_type

@@ -10,9 +10,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.models import Action, Goal, SubGoal, Task
@@ -29,35 +29,47 @@ class Saved:
     context: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
 class _Children:
-    """A kind of generated row: its table, the key to its parent, the parent's target type, its API shape."""
+    """A kind of generated row: its table, the key to its parent, the parent's target type, its API shape,
+    and its statements (built once)."""
 
-    model: Any
-    parent_key: Any
-    parent_type: str
-    shape: Callable[[Any], dict[str, Any]]
+    def __init__(self, model: Any, parent_key: str, parent_type: str, shape: Callable[[Any], dict[str, Any]]):
+        table = cast(Table, model.__table__)
+        self.parent_key = parent_key
+        self.parent_type = parent_type
+        self.shape = shape
+        of_parent = table.c[parent_key] == bindparam("parent_id")
+        self.count = select(func.count()).select_from(table).where(of_parent)
+        self.delete = delete(table).where(of_parent)
+        self.insert = insert(table).returning(table)
 
 
-_SUBGOALS = _Children(SubGoal, SubGoal.goal_id, "GOAL", subgoal_item)
-_ACTIONS = _Children(Action, Action.sub_goal_id, "SUB_GOAL", action_item)
-_TASKS = _Children(Task, Task.action_id, "ACTION", task_item)
+_SUBGOALS = _Children(SubGoal, "goal_id", "GOAL", subgoal_item)
+_ACTIONS = _Children(Action, "sub_goal_id", "SUB_GOAL", action_item)
+_TASKS = _Children(Task, "action_id", "ACTION", task_item)
+_GOALS = cast(Table, Goal.__table__)
+_LOCK_GOAL = (
+    select(_GOALS.c.id, _GOALS.c.user_id).where(_GOALS.c.id == bindparam("goal_id")).with_for_update()
+)
+_INSERT_GOAL = insert(_GOALS)
 
 
 async def _replace_children(
-    conn: AsyncConnection, kind: _Children, job: Any, parent_id: uuid.UUID, fields: list[dict[str, Any]]
+    conn: AsyncConnection,
+    kind: _Children,
+    job: Any,
+    parent_id: uuid.UUID,
+    fields: list[dict[str, Any]],
+    new_parent: bool = False,
 ) -> tuple[list[dict[str, Any]], int]:
     """Replace the parent's children with one row per generated item, in output order.
 
     Existing children are deleted only when the job regenerates; otherwise they refuse the save with
-    TARGET_HAS_CHILDREN. Returns the new rows (API shape, by position) and how many were deleted.
+    TARGET_HAS_CHILDREN. A parent this transaction has just created (``new_parent``) has none. Returns the
+    new rows (API shape, by position) and how many were deleted.
     """
-    existing = int(
-        (
-            await conn.execute(
-                select(func.count()).select_from(kind.model).where(kind.parent_key == parent_id)
-            )
-        ).scalar_one()
+    existing = (
+        0 if new_parent else int((await conn.execute(kind.count, {"parent_id": parent_id})).scalar_one())
     )
     if existing and not job.params.get("regenerate"):
         raise AppError(
@@ -69,18 +81,18 @@ async def _replace_children(
             },
         )
     if existing:
-        await conn.execute(delete(kind.model).where(kind.parent_key == parent_id))
+        await conn.execute(kind.delete, {"parent_id": parent_id})
     rows = [
         {
             "id": uuid.uuid4(),
-            kind.parent_key.key: parent_id,
+            kind.parent_key: parent_id,
             "position": pos,
             "generated_by_process_id": job.id,
             **item,
         }
         for pos, item in enumerate(fields)
     ]
-    inserted = (await conn.execute(insert(kind.model).returning(kind.model), rows)).all()
+    inserted = (await conn.execute(kind.insert, rows)).all()
     return [kind.shape(r) for r in sorted(inserted, key=lambda r: r.position)], existing
 
 
@@ -92,9 +104,7 @@ async def save_subgoals(conn: AsyncConnection, job: Any, unit_id: uuid.UUID, out
     """The unit is the goal itself (the job's target): created from the job's params, or updated."""
     params: dict[str, Any] = job.params
     goal_id = unit_id
-    goal = (
-        await conn.execute(select(Goal.id, Goal.user_id).where(Goal.id == goal_id).with_for_update())
-    ).one_or_none()
+    goal = (await conn.execute(_LOCK_GOAL, {"goal_id": goal_id})).one_or_none()
     fields = {
         "title": params["title"],
         "description": params.get("description"),
@@ -106,14 +116,15 @@ async def save_subgoals(conn: AsyncConnection, job: Any, unit_id: uuid.UUID, out
         if params.get("goalId"):
             raise AppError(ErrorCode.GOAL_NOT_FOUND)
         await conn.execute(
-            insert(Goal).values(
-                id=goal_id,
-                user_id=job.user_id,
-                status=GoalStatus.ACTIVE,
-                progress=0,
-                created_by_process_id=job.id,
+            _INSERT_GOAL,
+            {
+                "id": goal_id,
+                "user_id": job.user_id,
+                "status": GoalStatus.ACTIVE,
+                "progress": 0,
+                "created_by_process_id": job.id,
                 **fields,
-            )
+            },
         )
     elif goal.user_id != job.user_id:
         raise AppError(ErrorCode.FORBIDDEN)
@@ -128,6 +139,7 @@ async def save_subgoals(conn: AsyncConnection, job: Any, unit_id: uuid.UUID, out
             {"title": s.title, "description": s.description, "background": s.background, "progress": 0}
             for s in output.subgoals
         ],
+        new_parent=goal is None,
     )
     return Saved(items, deleted, {"goalId": str(goal_id)})
 

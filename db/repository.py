@@ -9,22 +9,36 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import Interval, SmallInteger, bindparam, func, insert, select, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db import reads
+from db.context import load_context
 from db.engine import db_error
 from db.hierarchy import refuse_conflicting_jobs
 from db.models import ProcessingState, ProcessingUnit
 from db.persist import SAVERS
 from db.results import target_scope_result
 from db.terminal import terminal_write
-from db.transaction import Tx, transaction
-from db.transitions import RunProbe, append_event, append_event_to_terminal, claim, lock_job, transition
+from db.transaction import Tx, single_statement, transaction
+from db.transitions import (
+    PST,
+    RunProbe,
+    append_event,
+    append_event_to_terminal,
+    apply,
+    claim,
+    claim_locked,
+    guarded,
+    lock_job,
+    transition,
+)
 from db.units import (
     all_units_succeeded,
     goal_scope_progress,
@@ -33,9 +47,10 @@ from db.units import (
     plannable_units,
     succeeded_unit,
 )
-from domain.enums import ACTIVE_STATUSES, CancelledBy, EventType, ProcessingStatus, ProcessingType
+from domain.enums import ACTIVE_STATUSES, ActionType, CancelledBy, EventType, ProcessingStatus, ProcessingType
 from domain.errors import AppError, ErrorCode, InternalSignal, InternalSignalError
 from domain.jobs import UNIT_TYPE_BY_JOB, NewJob, is_goal_scope
+from domain.prompt_context import PromptContext
 from domain.workflow_io import (
     FinalizeRequest,
     FinalizeResult,
@@ -49,6 +64,36 @@ log = logging.getLogger("db.repository")
 PS = ProcessingState
 PU = ProcessingUnit
 ACTIVE = list(ACTIVE_STATUSES)
+PROCESSING = [ProcessingStatus.PROCESSING]
+
+# The guarded writes every job makes, built once (one round trip each, compiled once).
+_STARTED = guarded(
+    [ProcessingStatus.PENDING],
+    status=ProcessingStatus.PROCESSING,
+    started_at=func.now(),
+    deadline_at=func.now() + bindparam("deadline", type_=Interval()),
+    workflow_run_id=bindparam("run_id"),
+)
+_PROGRESS = guarded(
+    PROCESSING, progress=func.greatest(PST.c.progress, bindparam("progress", type_=SmallInteger()))
+)
+_EVENT = guarded(PROCESSING)
+_COMPLETED = guarded(
+    PROCESSING,
+    status=ProcessingStatus.COMPLETED,
+    progress=100,
+    result=bindparam("result", type_=JSONB()),
+)
+_ROW = select(PST).where(PST.c.id == bindparam("process_id"))
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedUnit:
+    """generate_unit's claim check: the job row and the unit's prompt context (None: already saved)."""
+
+    job: ProcessingState
+    context: PromptContext | None
+    action_type: ActionType | None = None
 
 
 class JobRepository:
@@ -200,29 +245,34 @@ class JobRepository:
     async def _mark_processing(
         self, process_id: uuid.UUID, run_id: str, deadline_seconds: int, probe: RunProbe
     ) -> MarkProcessingResult:
+        deadline = timedelta(seconds=deadline_seconds)
         async with transaction(self.engine) as tx:
-            claimed = await claim(tx.conn, process_id, run_id, probe)
-            deadline = func.now() + timedelta(seconds=deadline_seconds)
-            if claimed.row.status == ProcessingStatus.PENDING:
-                t = await transition(
-                    tx.conn,
-                    process_id,
-                    [ProcessingStatus.PENDING],
-                    EventType.STARTED,
-                    {"workflowRunId": run_id},
-                    status=ProcessingStatus.PROCESSING,
-                    started_at=func.now(),
-                    deadline_at=deadline,
-                    workflow_run_id=run_id,
-                )
+            row, reopened = await lock_job(tx.conn, process_id), False
+            if (
+                row is None
+                or row.status != ProcessingStatus.PENDING
+                or row.workflow_run_id not in (None, run_id)
+            ):
+                # Not the first claim of a new job (whose STARTED transition records the run itself).
+                claimed = await claim_locked(tx.conn, row, process_id, run_id, probe)
+                row, reopened = claimed.row, claimed.reopened
+            if row.status == ProcessingStatus.PENDING:
+                t = await apply(
+                    tx.conn, _STARTED, process_id, EventType.STARTED, {"workflowRunId": run_id},
+                    deadline=deadline, run_id=run_id,
+                )  # fmt: skip
                 tx.log_after_commit(t, workflowRunId=run_id)
-            elif claimed.reopened:
+                if t is not None:  # always: the row is locked and PENDING
+                    return MarkProcessingResult(
+                        deadline_at=t.deadline_at, progress=t.progress, reopened=False
+                    )
+            elif reopened:
                 # The new run gets a fresh job deadline; REOPENED was its event.
-                await tx.conn.execute(update(PS).where(PS.id == process_id).values(deadline_at=deadline))
+                await tx.conn.execute(
+                    update(PS).where(PS.id == process_id).values(deadline_at=func.now() + deadline)
+                )
             fresh = await lock_job(tx.conn, process_id)
-        return MarkProcessingResult(
-            deadline_at=fresh.deadline_at, progress=fresh.progress, reopened=claimed.reopened
-        )
+        return MarkProcessingResult(deadline_at=fresh.deadline_at, progress=fresh.progress, reopened=reopened)
 
     async def planned_units(self, process_id: uuid.UUID) -> tuple[ProcessingState, list[Any]]:
         """The job's units in ordinal order, without those whose target row no longer exists.
@@ -231,7 +281,7 @@ class JobRepository:
         An empty plan fails the job with TARGET_NOT_READY.
         """
         async with transaction(self.engine) as tx:
-            job = (await tx.conn.execute(select(PS).where(PS.id == process_id))).one_or_none()
+            job = (await tx.conn.execute(_ROW, {"process_id": process_id})).one_or_none()
             if job is None:
                 raise InternalSignalError(InternalSignal.JOB_NOT_ACTIVE)
             units = await plannable_units(tx.conn, job)
@@ -240,13 +290,17 @@ class JobRepository:
         return ProcessingState(**job._mapping), units
 
     async def claim_unit(
-        self, process_id: uuid.UUID, unit_id: uuid.UUID, run_id: str, probe: RunProbe
-    ) -> tuple[ProcessingState, bool]:
-        """Claim check for generate_unit; returns the job row and whether the unit is already saved."""
+        self, process_id: uuid.UUID, unit_id: uuid.UUID, run_id: str, probe: RunProbe, timezone: str
+    ) -> ClaimedUnit:
+        """generate_unit's claim check and context load (spec 3.1 steps 1-2) in one transaction: the job
+        row and, unless the unit is already saved, the unit's prompt context."""
         async with transaction(self.engine) as tx:
             row = (await claim(tx.conn, process_id, run_id, probe)).row
-            saved = await succeeded_unit(tx.conn, process_id, unit_id) is not None
-        return ProcessingState(**row._mapping), saved
+            job = ProcessingState(**row._mapping)
+            if await succeeded_unit(tx.conn, process_id, unit_id) is not None:
+                return ClaimedUnit(job, context=None)
+            context, action_type = await load_context(tx.conn, row, unit_id, timezone)
+        return ClaimedUnit(job, context, action_type)
 
     async def record_progress(
         self,
@@ -256,23 +310,16 @@ class JobRepository:
         payload: dict[str, Any],
     ) -> bool:
         """PROCESSING → PROCESSING with a progress event; progress never decreases and stays ≤ 99."""
-        async with transaction(self.engine) as tx:
-            t = await transition(
-                tx.conn,
-                process_id,
-                [ProcessingStatus.PROCESSING],
-                event_type,
-                payload,
-                progress=func.greatest(PS.progress, min(progress, 99)),
-            )
+        async with single_statement(self.engine) as tx:
+            t = await apply(tx.conn, _PROGRESS, process_id, event_type, payload, progress=min(progress, 99))
         return t is not None
 
     async def record_event(
         self, process_id: uuid.UUID, event_type: EventType, payload: dict[str, Any]
     ) -> bool:
         """An event on a PROCESSING job that leaves its progress alone (ATTEMPT_FAILED)."""
-        async with transaction(self.engine) as tx:
-            t = await transition(tx.conn, process_id, [ProcessingStatus.PROCESSING], event_type, payload)
+        async with single_statement(self.engine) as tx:
+            t = await apply(tx.conn, _EVENT, process_id, event_type, payload)
         return t is not None
 
     async def persist_unit(self, req: PersistUnitRequest, run_id: str, probe: RunProbe) -> PersistUnitResult:
@@ -360,48 +407,36 @@ class JobRepository:
 
 async def _persist(tx: Tx, req: PersistUnitRequest, run_id: str, probe: RunProbe) -> PersistUnitResult:
     unit_id = req.unit.unit_id
-    job = await lock_job(tx.conn, req.process_id)
-    if job is None:
+    locked = await lock_job(tx.conn, req.process_id)
+    if locked is None:
         raise InternalSignalError(InternalSignal.JOB_NOT_ACTIVE)
     done = await succeeded_unit(tx.conn, req.process_id, unit_id)
     if done is not None:
         return PersistUnitResult(
             created_count=done.created_count,
             deleted_count=done.deleted_count,
-            job_completed=job.status == ProcessingStatus.COMPLETED,
-            progress=job.progress,
+            job_completed=locked.status == ProcessingStatus.COMPLETED,
+            progress=locked.progress,
         )
-    job = (await claim(tx.conn, req.process_id, run_id, probe)).row
+    job = (await claim_locked(tx.conn, locked, req.process_id, run_id, probe)).row
     saved = await SAVERS[ProcessingType(job.type)](tx.conn, job, unit_id, req.output)
     await mark_unit_succeeded(tx.conn, req, saved)
     event = {"unitId": str(unit_id), "createdCount": len(saved.items), "deletedCount": saved.deleted}
-    processing = [ProcessingStatus.PROCESSING]
     if is_goal_scope(job):
         progress = await goal_scope_progress(tx.conn, req.process_id)
-        t = await transition(
-            tx.conn,
-            req.process_id,
-            processing,
-            EventType.UNIT_SUCCEEDED,
-            event,
-            progress=func.greatest(PS.progress, progress),
+        t = await apply(
+            tx.conn, _PROGRESS, req.process_id, EventType.UNIT_SUCCEEDED, event, progress=progress
         )
         return PersistUnitResult(
             created_count=len(saved.items),
             deleted_count=saved.deleted,
             progress=t.progress if t else progress,
         )
-    await transition(tx.conn, req.process_id, processing, EventType.UNIT_SUCCEEDED, event)
-    t = await transition(
-        tx.conn,
-        req.process_id,
-        processing,
-        EventType.COMPLETED,
-        {"source": "workflow"},
-        status=ProcessingStatus.COMPLETED,
-        progress=100,
+    await apply(tx.conn, _EVENT, req.process_id, EventType.UNIT_SUCCEEDED, event)
+    t = await apply(
+        tx.conn, _COMPLETED, req.process_id, EventType.COMPLETED, {"source": "workflow"},
         result=target_scope_result(job.type, saved, req.output.metadata),
-    )
+    )  # fmt: skip
     if t is None:  # pragma: no cover - the claim holds the row lock
         raise InternalSignalError(InternalSignal.JOB_NOT_ACTIVE)
     tx.log_after_commit(t)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
@@ -37,10 +37,26 @@ class Tx:
             self.applied.append((t, extra))
 
 
+def transaction(engine: AsyncEngine) -> AbstractAsyncContextManager[Tx]:
+    return _mapped(engine.begin())
+
+
+def single_statement(engine: AsyncEngine) -> AbstractAsyncContextManager[Tx]:
+    """Like ``transaction``, for work that is one statement: the connection runs without a transaction
+    block (autocommit), so the statement commits by itself and BEGIN and COMMIT cost no round trips."""
+    return _mapped(_autocommit(engine))
+
+
 @asynccontextmanager
-async def transaction(engine: AsyncEngine) -> AsyncIterator[Tx]:
+async def _autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    async with engine.connect() as conn:
+        yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+@asynccontextmanager
+async def _mapped(connection: AbstractAsyncContextManager[AsyncConnection]) -> AsyncIterator[Tx]:
     try:
-        async with engine.begin() as conn:
+        async with connection as conn:
             tx = Tx(conn)
             yield tx
     except (AppError, InternalSignalError, sa_exc.IntegrityError):

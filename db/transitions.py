@@ -10,9 +10,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.models import ProcessingEvent, ProcessingState
@@ -21,6 +21,10 @@ from domain.errors import InternalSignal, InternalSignalError
 
 log = logging.getLogger("db.transitions")
 PS = ProcessingState
+PST = cast(Table, ProcessingState.__table__)
+EVT = cast(Table, ProcessingEvent.__table__)
+_LOCK = select(PST).where(PST.c.id == bindparam("process_id")).with_for_update()
+_ADOPT = update(PST).where(PST.c.id == bindparam("process_id")).values(workflow_run_id=bindparam("run_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,7 @@ class Transition:
     seq: int
     created_at: datetime
     completed_at: datetime | None
+    deadline_at: datetime | None
 
 
 async def append_event(
@@ -68,52 +73,77 @@ async def append_event(
     )
 
 
-async def transition(
-    conn: AsyncConnection,
-    process_id: uuid.UUID,
-    allowed_from: Iterable[ProcessingStatus],
-    event_type: EventType,
-    payload: Mapping[str, Any] | None = None,
-    **values: Any,
-) -> Transition | None:
-    """Conditional UPDATE + its event. Returns None (and logs transition_refused) when refused.
+def guarded(allowed_from: Iterable[ProcessingStatus], **values: Any) -> Select[Any]:
+    """One guarded transition and its event as a single statement (one round trip): the conditional
+    UPDATE under the row lock, and an INSERT of the event fed by the UPDATE's RETURNING.
 
-    ``values`` may set ``status``; entering a terminal status sets ``completed_at``.
+    The statement binds ``process_id``, ``event_type`` and ``payload``; ``values`` (the columns to set) may
+    bind more. ``values`` may set ``status``; entering a terminal status sets ``completed_at``. Built once
+    at import for the hot paths (SQLAlchemy then reuses its compiled form), per call by ``transition``.
     """
-    allowed = list(allowed_from)
-    old = select(PS.id, PS.status).where(PS.id == process_id).with_for_update().cte("old")
     to_status = values.get("status")
     if isinstance(to_status, ProcessingStatus) and to_status.is_terminal:
         values.setdefault("completed_at", func.now())
-    stmt = (
-        update(PS)
-        .where(PS.id == old.c.id, PS.status.in_(allowed))
-        .values(updated_at=func.now(), event_seq=PS.event_seq + 1, **values)
+    old = (
+        select(PST.c.id, PST.c.status).where(PST.c.id == bindparam("process_id")).with_for_update().cte("old")
+    )
+    changed = (
+        update(PST)
+        .where(PST.c.id == old.c.id, PST.c.status.in_(list(allowed_from)))
+        .values(updated_at=func.now(), event_seq=PST.c.event_seq + 1, **values)
         .returning(
-            PS.id,
-            PS.user_id,
-            PS.type,
-            PS.status,
-            PS.progress,
-            PS.event_seq,
-            PS.created_at,
-            PS.completed_at,
+            PST.c.id,
+            PST.c.user_id,
+            PST.c.type,
+            PST.c.status,
+            PST.c.progress,
+            PST.c.event_seq,
+            PST.c.created_at,
+            PST.c.completed_at,
+            PST.c.deadline_at,
             old.c.status.label("from_status"),
         )
+        .cte("changed")
     )
-    row = (await conn.execute(stmt)).one_or_none()
+    event = (
+        insert(EVT)
+        .from_select(
+            ["process_id", "seq", "type", "status", "progress", "payload"],
+            select(
+                changed.c.id,
+                changed.c.event_seq,
+                bindparam("event_type", type_=EVT.c.type.type),
+                changed.c.status,
+                changed.c.progress,
+                bindparam("payload", type_=EVT.c.payload.type),
+            ),
+        )
+        .cte("event")
+    )
+    return select(changed).add_cte(event)
+
+
+async def apply(
+    conn: AsyncConnection,
+    stmt: Select[Any],
+    process_id: uuid.UUID,
+    event_type: EventType,
+    payload: Mapping[str, Any] | None = None,
+    **params: Any,
+) -> Transition | None:
+    """Run a ``guarded`` statement. Returns None (and logs transition_refused) when refused."""
+    bound = {"process_id": process_id, "event_type": event_type.value, "payload": dict(payload or {})}
+    row = (await conn.execute(stmt, bound | params)).one_or_none()
     if row is None:
         log.info(
             "transition refused",
             extra={
                 "event": "transition_refused",
                 "processId": str(process_id),
-                "toStatus": str(to_status) if to_status else None,
                 "eventType": event_type.value,
             },
         )
         return None
-    await append_event(conn, process_id, row.event_seq, event_type, row.status, row.progress, payload)
     return Transition(
         process_id=row.id,
         user_id=row.user_id,
@@ -124,7 +154,21 @@ async def transition(
         seq=row.event_seq,
         created_at=row.created_at,
         completed_at=row.completed_at,
+        deadline_at=row.deadline_at,
     )
+
+
+async def transition(
+    conn: AsyncConnection,
+    process_id: uuid.UUID,
+    allowed_from: Iterable[ProcessingStatus],
+    event_type: EventType,
+    payload: Mapping[str, Any] | None = None,
+    **values: Any,
+) -> Transition | None:
+    """Conditional UPDATE + its event (``guarded``, built for this call). Returns None (and logs
+    transition_refused) when refused."""
+    return await apply(conn, guarded(allowed_from, **values), process_id, event_type, payload)
 
 
 async def append_event_to_terminal(
@@ -149,7 +193,7 @@ class Claim:
 
 
 async def lock_job(conn: AsyncConnection, process_id: uuid.UUID) -> Any:
-    return (await conn.execute(select(PS).where(PS.id == process_id).with_for_update())).one_or_none()
+    return (await conn.execute(_LOCK, {"process_id": process_id})).one_or_none()
 
 
 async def claim(conn: AsyncConnection, process_id: uuid.UUID, run_id: str, probe: RunProbe) -> Claim:
@@ -158,14 +202,20 @@ async def claim(conn: AsyncConnection, process_id: uuid.UUID, run_id: str, probe
     Raises InternalSignalError(STALE_RUN | JOB_NOT_ACTIVE). A reopen that collides with another active
     job on the same target raises the IntegrityError to the caller (JOB_ALREADY_RUNNING).
     """
-    row = await lock_job(conn, process_id)
+    return await claim_locked(conn, await lock_job(conn, process_id), process_id, run_id, probe)
+
+
+async def claim_locked(
+    conn: AsyncConnection, row: Any, process_id: uuid.UUID, run_id: str, probe: RunProbe
+) -> Claim:
+    """``claim`` for a row this transaction has already locked (``lock_job``; None: no such row)."""
     if row is None:
         raise InternalSignalError(InternalSignal.JOB_NOT_ACTIVE)
     status = ProcessingStatus(row.status)
     if status in ACTIVE_STATUSES:
         if row.workflow_run_id in (None, run_id) or (await probe()).current:
             if row.workflow_run_id != run_id:
-                await conn.execute(update(PS).where(PS.id == process_id).values(workflow_run_id=run_id))
+                await conn.execute(_ADOPT, {"process_id": process_id, "run_id": run_id})
             return Claim(row)
         raise InternalSignalError(InternalSignal.STALE_RUN)
     if status is not ProcessingStatus.COMPLETED and row.workflow_run_id != run_id:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,12 +22,41 @@ from domain.jobs import is_goal_scope
 from domain.workflow_io import PersistUnitRequest
 
 log = logging.getLogger("db.units")
+PUT = cast(Table, PU.__table__)
+_UNITS = select(PUT).where(PUT.c.process_id == bindparam("process_id")).order_by(PUT.c.ordinal)
+_SUCCEEDED = select(PUT).where(
+    PUT.c.process_id == bindparam("process_id"),
+    PUT.c.unit_id == bindparam("unit_id"),
+    PUT.c.status == UnitStatus.SUCCEEDED,
+)
+_SUCCEEDED_VALUES: dict[str, Any] = {
+    "status": UnitStatus.SUCCEEDED,
+    "created_count": bindparam("created_count"),
+    "deleted_count": bindparam("deleted_count"),
+    "generation_attempts": bindparam("generation_attempts"),
+    "input_tokens": bindparam("input_tokens"),
+    "output_tokens": bindparam("output_tokens"),
+    "error": None,
+    "finished_at": func.now(),
+    "updated_at": func.now(),
+}
+_MARK_SUCCEEDED = (
+    pg_insert(PUT)
+    .values(
+        process_id=bindparam("process_id"),
+        unit_id=bindparam("unit_id"),
+        unit_type=bindparam("unit_type"),
+        ordinal=bindparam("ordinal"),
+        **_SUCCEEDED_VALUES,
+    )
+    .on_conflict_do_update(index_elements=[PUT.c.process_id, PUT.c.unit_id], set_=_SUCCEEDED_VALUES)
+)
 
 
 async def plannable_units(conn: AsyncConnection, job: Any) -> list[Any]:
     """The job's units in ordinal order, without goal-scope units whose target row has disappeared since
     the API planned them (unless already saved); each dropped unit logs ``unit_dropped``."""
-    units = list((await conn.execute(select(PU).where(PU.process_id == job.id).order_by(PU.ordinal))).all())
+    units = list((await conn.execute(_UNITS, {"process_id": job.id})).all())
     if not is_goal_scope(job):
         return units
     model = SubGoal if job.type == ProcessingType.ACTION_GENERATION else Action
@@ -48,34 +77,25 @@ async def plannable_units(conn: AsyncConnection, job: Any) -> list[Any]:
 
 async def succeeded_unit(conn: AsyncConnection, process_id: uuid.UUID, unit_id: uuid.UUID) -> Any:
     """The unit's row if it was saved, else None."""
-    stmt = select(PU).where(
-        PU.process_id == process_id, PU.unit_id == unit_id, PU.status == UnitStatus.SUCCEEDED
-    )
-    return (await conn.execute(stmt)).one_or_none()
+    return (await conn.execute(_SUCCEEDED, {"process_id": process_id, "unit_id": unit_id})).one_or_none()
 
 
 async def mark_unit_succeeded(conn: AsyncConnection, req: PersistUnitRequest, saved: Saved) -> None:
-    meta = req.output.metadata
-    values = {
-        "status": UnitStatus.SUCCEEDED,
-        "created_count": len(saved.items),
-        "deleted_count": saved.deleted,
-        "generation_attempts": meta.generation_attempts,
-        "input_tokens": meta.input_tokens,
-        "output_tokens": meta.output_tokens,
-        "error": None,
-        "finished_at": func.now(),
-        "updated_at": func.now(),
-    }
-    unit = req.unit
-    stmt = pg_insert(PU).values(
-        process_id=req.process_id,
-        unit_id=unit.unit_id,
-        unit_type=unit.unit_type,
-        ordinal=unit.ordinal,
-        **values,
+    meta, unit = req.output.metadata, req.unit
+    await conn.execute(
+        _MARK_SUCCEEDED,
+        {
+            "process_id": req.process_id,
+            "unit_id": unit.unit_id,
+            "unit_type": unit.unit_type,
+            "ordinal": unit.ordinal,
+            "created_count": len(saved.items),
+            "deleted_count": saved.deleted,
+            "generation_attempts": meta.generation_attempts,
+            "input_tokens": meta.input_tokens,
+            "output_tokens": meta.output_tokens,
+        },
     )
-    await conn.execute(stmt.on_conflict_do_update(index_elements=[PU.process_id, PU.unit_id], set_=values))
 
 
 async def mark_unit_failed(
