@@ -24,6 +24,7 @@ from domain.errors import AppError, ErrorCode
 from domain.text import clean_text
 from domain.workflow_io import (
     Act,
+    BeginResult,
     FinalizeRequest,
     FinalizeResult,
     GenerateUnitResult,
@@ -124,20 +125,11 @@ class GenerationActivities:
         except Exception:  # the attempt's own failure is what matters; this is best effort
             log.warning("attempt event not written", extra={"event": "attempt_event_failed"})
 
-    @activity.defn(name=Act.MARK_PROCESSING)
-    @boundary
-    async def mark_processing(self, ref: JobRef) -> MarkProcessingResult:
+    def _deadline_seconds(self, ref: JobRef) -> int:
         s = self.settings
-        deadline = s.goal_scope_deadline_seconds if ref.scope is Scope.GOAL else s.job_deadline_seconds
-        return await until_available(
-            lambda: self.repo.mark_processing(ref.process_id, self._run_id(), deadline, self._probe),
-            "mark_processing",
-        )
+        return s.goal_scope_deadline_seconds if ref.scope is Scope.GOAL else s.job_deadline_seconds
 
-    @activity.defn(name=Act.PLAN_UNITS)
-    @boundary
-    async def plan_units(self, ref: JobRef) -> PlanResult:
-        job, units = await until_available(lambda: self.repo.planned_units(ref.process_id), "plan_units")
+    def _plan(self, job: Any, units: list[Any]) -> PlanResult:
         s = self.settings
         return PlanResult(
             units=[
@@ -149,6 +141,38 @@ class GenerationActivities:
             concurrency=s.goal_scope_concurrency,
             generate_timeout_seconds=s.activity_timeout_seconds(str(job.type)),
             heartbeat_timeout_seconds=s.heartbeat_timeout_seconds,
+        )
+
+    @activity.defn(name=Act.BEGIN_JOB)
+    @boundary
+    async def begin_job(self, ref: JobRef) -> BeginResult:
+        """mark_processing and plan_units in one transaction (one local activity, one commit)."""
+        marked, plan = await until_available(
+            lambda: self.repo.begin_job(
+                ref.process_id, self._run_id(), self._deadline_seconds(ref), self._probe
+            ),
+            "begin_job",
+        )
+        if isinstance(plan, AppError):
+            return BeginResult(marked=marked, plan_error=plan.code.value, plan_error_details=plan.details)
+        return BeginResult(marked=marked, plan=self._plan(*plan))
+
+    # mark_processing and plan_units: for runs started before begin_job (the workflow's BEGIN_JOB_PATCH).
+    @activity.defn(name=Act.MARK_PROCESSING)
+    @boundary
+    async def mark_processing(self, ref: JobRef) -> MarkProcessingResult:
+        return await until_available(
+            lambda: self.repo.mark_processing(
+                ref.process_id, self._run_id(), self._deadline_seconds(ref), self._probe
+            ),
+            "mark_processing",
+        )
+
+    @activity.defn(name=Act.PLAN_UNITS)
+    @boundary
+    async def plan_units(self, ref: JobRef) -> PlanResult:
+        return self._plan(
+            *await until_available(lambda: self.repo.planned_units(ref.process_id), "plan_units")
         )
 
     @activity.defn(name=Act.GENERATE_UNIT)
@@ -248,6 +272,7 @@ class GenerationActivities:
 
     def all(self) -> list[Callable[..., Any]]:
         return [
+            self.begin_job,
             self.mark_processing,
             self.plan_units,
             self.generate_unit,

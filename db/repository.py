@@ -235,44 +235,10 @@ class JobRepository:
         run). Idempotent for a repeated attempt. A reopen that meets another active job on the same target
         fails with JOB_ALREADY_RUNNING and changes nothing (spec 6.9)."""
         try:
-            return await self._mark_processing(process_id, run_id, deadline_seconds, probe)
+            async with transaction(self.engine) as tx:
+                return await _mark(tx, process_id, run_id, deadline_seconds, probe)
         except sa_exc.IntegrityError as exc:
-            diag = getattr(exc.orig, "diag", None)
-            if getattr(diag, "constraint_name", None) == "uq_ps_active_target":
-                raise AppError(ErrorCode.JOB_ALREADY_RUNNING) from exc
-            raise db_error(exc) from exc
-
-    async def _mark_processing(
-        self, process_id: uuid.UUID, run_id: str, deadline_seconds: int, probe: RunProbe
-    ) -> MarkProcessingResult:
-        deadline = timedelta(seconds=deadline_seconds)
-        async with transaction(self.engine) as tx:
-            row, reopened = await lock_job(tx.conn, process_id), False
-            if (
-                row is None
-                or row.status != ProcessingStatus.PENDING
-                or row.workflow_run_id not in (None, run_id)
-            ):
-                # Not the first claim of a new job (whose STARTED transition records the run itself).
-                claimed = await claim_locked(tx.conn, row, process_id, run_id, probe)
-                row, reopened = claimed.row, claimed.reopened
-            if row.status == ProcessingStatus.PENDING:
-                t = await apply(
-                    tx.conn, _STARTED, process_id, EventType.STARTED, {"workflowRunId": run_id},
-                    deadline=deadline, run_id=run_id,
-                )  # fmt: skip
-                tx.log_after_commit(t, workflowRunId=run_id)
-                if t is not None:  # always: the row is locked and PENDING
-                    return MarkProcessingResult(
-                        deadline_at=t.deadline_at, progress=t.progress, reopened=False
-                    )
-            elif reopened:
-                # The new run gets a fresh job deadline; REOPENED was its event.
-                await tx.conn.execute(
-                    update(PS).where(PS.id == process_id).values(deadline_at=func.now() + deadline)
-                )
-            fresh = await lock_job(tx.conn, process_id)
-        return MarkProcessingResult(deadline_at=fresh.deadline_at, progress=fresh.progress, reopened=reopened)
+            raise _reopen_collision(exc) from exc
 
     async def planned_units(self, process_id: uuid.UUID) -> tuple[ProcessingState, list[Any]]:
         """The job's units in ordinal order, without those whose target row no longer exists.
@@ -281,13 +247,23 @@ class JobRepository:
         An empty plan fails the job with TARGET_NOT_READY.
         """
         async with transaction(self.engine) as tx:
-            job = (await tx.conn.execute(_ROW, {"process_id": process_id})).one_or_none()
-            if job is None:
-                raise InternalSignalError(InternalSignal.JOB_NOT_ACTIVE)
-            units = await plannable_units(tx.conn, job)
-            if not units:
-                raise AppError(ErrorCode.TARGET_NOT_READY)
-        return ProcessingState(**job._mapping), units
+            return await _plan(tx, process_id)
+
+    async def begin_job(
+        self, process_id: uuid.UUID, run_id: str, deadline_seconds: int, probe: RunProbe
+    ) -> tuple[MarkProcessingResult, tuple[ProcessingState, list[Any]] | AppError]:
+        """``mark_processing`` and ``planned_units`` in one transaction. A plan that cannot be made
+        (TARGET_NOT_READY) is returned as its error, with the PROCESSING write committed."""
+        try:
+            async with transaction(self.engine) as tx:
+                marked = await _mark(tx, process_id, run_id, deadline_seconds, probe)
+                try:
+                    plan = await _plan(tx, process_id)
+                except AppError as exc:
+                    return marked, exc
+        except sa_exc.IntegrityError as exc:
+            raise _reopen_collision(exc) from exc
+        return marked, plan
 
     async def claim_unit(
         self, process_id: uuid.UUID, unit_id: uuid.UUID, run_id: str, probe: RunProbe, timezone: str
@@ -403,6 +379,48 @@ class JobRepository:
                 write = req.model_copy(update={"status": ProcessingStatus.FAILED})
             t = await terminal_write(tx, row, write, source=req.source)
         return t is not None
+
+
+def _reopen_collision(exc: sa_exc.IntegrityError) -> AppError:
+    """A reopen that met another active job on the same target is JOB_ALREADY_RUNNING (spec 6.9)."""
+    diag = getattr(exc.orig, "diag", None)
+    if getattr(diag, "constraint_name", None) == "uq_ps_active_target":
+        return AppError(ErrorCode.JOB_ALREADY_RUNNING)
+    return db_error(exc)
+
+
+async def _mark(
+    tx: Tx, process_id: uuid.UUID, run_id: str, deadline_seconds: int, probe: RunProbe
+) -> MarkProcessingResult:
+    deadline = timedelta(seconds=deadline_seconds)
+    row, reopened = await lock_job(tx.conn, process_id), False
+    if row is None or row.status != ProcessingStatus.PENDING or row.workflow_run_id not in (None, run_id):
+        # Not the first claim of a new job (whose STARTED transition records the run itself).
+        claimed = await claim_locked(tx.conn, row, process_id, run_id, probe)
+        row, reopened = claimed.row, claimed.reopened
+    if row.status == ProcessingStatus.PENDING:
+        t = await apply(
+            tx.conn, _STARTED, process_id, EventType.STARTED, {"workflowRunId": run_id},
+            deadline=deadline, run_id=run_id,
+        )  # fmt: skip
+        tx.log_after_commit(t, workflowRunId=run_id)
+        if t is not None:  # always: the row is locked and PENDING
+            return MarkProcessingResult(deadline_at=t.deadline_at, progress=t.progress, reopened=False)
+    elif reopened:
+        # The new run gets a fresh job deadline; REOPENED was its event.
+        await tx.conn.execute(update(PS).where(PS.id == process_id).values(deadline_at=func.now() + deadline))
+    fresh = await lock_job(tx.conn, process_id)
+    return MarkProcessingResult(deadline_at=fresh.deadline_at, progress=fresh.progress, reopened=reopened)
+
+
+async def _plan(tx: Tx, process_id: uuid.UUID) -> tuple[ProcessingState, list[Any]]:
+    job = (await tx.conn.execute(_ROW, {"process_id": process_id})).one_or_none()
+    if job is None:
+        raise InternalSignalError(InternalSignal.JOB_NOT_ACTIVE)
+    units = await plannable_units(tx.conn, job)
+    if not units:
+        raise AppError(ErrorCode.TARGET_NOT_READY)
+    return ProcessingState(**job._mapping), units
 
 
 async def _persist(tx: Tx, req: PersistUnitRequest, run_id: str, probe: RunProbe) -> PersistUnitResult:

@@ -38,6 +38,7 @@ WORKFLOW_ID_PREFIX = "ai-gen-"
 class Act:
     """Activity names: workflows call activities by name so they never import activity code."""
 
+    BEGIN_JOB = "begin_job"  # mark_processing and plan_units in one write
     MARK_PROCESSING = "mark_processing"
     PLAN_UNITS = "plan_units"
     GENERATE_UNIT = "generate_unit"
@@ -96,6 +97,17 @@ class PlanResult(_Model):
     concurrency: int = 4
     generate_timeout_seconds: int = 300
     heartbeat_timeout_seconds: int = 60
+
+
+class BeginResult(_Model):
+    """``begin_job``: the PROCESSING write and the plan. A plan that cannot be made (TARGET_NOT_READY)
+    comes back as ``plan_error`` rather than failing the activity: the PROCESSING write stands and the
+    workflow ends the job with that code, as it does when ``plan_units`` fails."""
+
+    marked: MarkProcessingResult
+    plan: PlanResult | None = None
+    plan_error: str | None = None
+    plan_error_details: dict[str, Any] | None = None
 
 
 class UnitRequest(_Model):

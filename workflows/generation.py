@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.workflow_io import (
         SA_PROCESSING_STATUS,
         Act,
+        BeginResult,
         FinalizeRequest,
         FinalizeResult,
         GenerateUnitResult,
@@ -72,6 +73,9 @@ TRY = workflow.ActivityCancellationType.TRY_CANCEL
 # Runs started before this patch wait for generate_unit to acknowledge a cancel and leave the search
 # attribute alone on failure; runs after it neither wait (TRY_CANCEL) nor leave it PROCESSING.
 PROMPT_CONTROL_PATCH = "prompt-cancel-and-final-search-attribute"
+# Runs started before this patch call mark_processing and plan_units (two local activities, two
+# transactions); runs after it call begin_job, which does both in one.
+BEGIN_JOB_PATCH = "begin-job-in-one-write"
 
 
 # A remote activity's failure arrives as ActivityError(cause=…); a local activity's as the cause itself.
@@ -110,6 +114,7 @@ class GenerationWorkflow:
         self._rejected = False
         self._operator_reason: str | None = None
         self._prompt = False
+        self._begun: BeginResult | None = None
 
     @workflow.query
     def progress(self) -> ProgressView:
@@ -148,7 +153,11 @@ class GenerationWorkflow:
     async def _run(self, inp: GenerationInput) -> WorkflowSummary:
         ref = JobRef(process_id=inp.process_id, scope=inp.scope)
         try:
-            marked = await _short_write(Act.MARK_PROCESSING, ref, MarkProcessingResult)
+            if workflow.patched(BEGIN_JOB_PATCH):
+                self._begun = await _short_write(Act.BEGIN_JOB, ref, BeginResult)
+                marked = self._begun.marked
+            else:
+                marked = await _short_write(Act.MARK_PROCESSING, ref, MarkProcessingResult)
         except asyncio.CancelledError:
             await self._cancelled(inp)
             raise
@@ -242,22 +251,31 @@ class GenerationWorkflow:
 
         Returns True when a target-scope persist_unit already committed COMPLETED.
         """
-        try:
-            plan: PlanResult = await workflow.execute_local_activity(
-                Act.PLAN_UNITS,
-                JobRef(process_id=inp.process_id, scope=inp.scope),
-                result_type=PlanResult,
-                cancellation_type=TRY,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=STATE_WRITE_RETRY,
-            )
-        except ACTIVITY_FAILURE as err:
-            code, details = failure_of(err)
-            if code in INTERNAL:
-                self._stop = True
+        if self._begun is not None:
+            plan = self._begun.plan
+            if plan is None:
+                self._failed[-1] = (
+                    self._begun.plan_error or ErrorCode.UNKNOWN_ERROR.value,
+                    self._begun.plan_error_details,
+                )
                 return False
-            self._failed[-1] = (code, details)
-            return False
+        else:
+            try:
+                plan = await workflow.execute_local_activity(
+                    Act.PLAN_UNITS,
+                    JobRef(process_id=inp.process_id, scope=inp.scope),
+                    result_type=PlanResult,
+                    cancellation_type=TRY,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=STATE_WRITE_RETRY,
+                )
+            except ACTIVITY_FAILURE as err:
+                code, details = failure_of(err)
+                if code in INTERNAL:
+                    self._stop = True
+                    return False
+                self._failed[-1] = (code, details)
+                return False
         self._total = len(plan.units) + len(plan.already_succeeded)
         self._done = len(plan.already_succeeded)
         self._show()
