@@ -127,7 +127,8 @@ async def main(jobs: int, ai_ms: int, starters: int) -> None:
     ai_seconds = ai_ms / 1000
     async with services() as svc:
         settings = svc.settings()
-        engine = make_engine(settings.database_url, settings.db_pool_size)
+        # The floor queues all its jobs on this pool at once: they wait for a connection, never time out.
+        engine = make_engine(settings.database_url, settings.db_pool_size, pool_timeout=600)
         repo = JobRepository(engine)
         user = uuid.uuid4()
         async with engine.begin() as conn:

@@ -8,13 +8,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from domain.errors import AppError, ErrorCode
 
 
-def make_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
+def make_engine(database_url: str, pool_size: int = 10, pool_timeout: float = 10) -> AsyncEngine:
     return create_async_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=False,
-        pool_timeout=10,
+        pool_timeout=pool_timeout,
         connect_args={"connect_timeout": 5},
     )
 

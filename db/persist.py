@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.models import Action, Goal, SubGoal, Task
@@ -51,7 +52,7 @@ _GOALS = cast(Table, Goal.__table__)
 _LOCK_GOAL = (
     select(_GOALS.c.id, _GOALS.c.user_id).where(_GOALS.c.id == bindparam("goal_id")).with_for_update()
 )
-_INSERT_GOAL = insert(_GOALS)
+_INSERT_GOAL = pg_insert(_GOALS).on_conflict_do_nothing(index_elements=[_GOALS.c.id]).returning(_GOALS.c.id)
 
 
 async def _replace_children(
@@ -104,7 +105,6 @@ async def save_subgoals(conn: AsyncConnection, job: Any, unit_id: uuid.UUID, out
     """The unit is the goal itself (the job's target): created from the job's params, or updated."""
     params: dict[str, Any] = job.params
     goal_id = unit_id
-    goal = (await conn.execute(_LOCK_GOAL, {"goal_id": goal_id})).one_or_none()
     fields = {
         "title": params["title"],
         "description": params.get("description"),
@@ -112,23 +112,13 @@ async def save_subgoals(conn: AsyncConnection, job: Any, unit_id: uuid.UUID, out
         "background": params.get("background"),
         "constraints": _text_or_none(params.get("constraints")),
     }
-    if goal is None:
-        if params.get("goalId"):
+    new_goal = not params.get("goalId") and await _created_goal(conn, job, goal_id, fields)
+    if not new_goal:
+        goal = (await conn.execute(_LOCK_GOAL, {"goal_id": goal_id})).one_or_none()
+        if goal is None:
             raise AppError(ErrorCode.GOAL_NOT_FOUND)
-        await conn.execute(
-            _INSERT_GOAL,
-            {
-                "id": goal_id,
-                "user_id": job.user_id,
-                "status": GoalStatus.ACTIVE,
-                "progress": 0,
-                "created_by_process_id": job.id,
-                **fields,
-            },
-        )
-    elif goal.user_id != job.user_id:
-        raise AppError(ErrorCode.FORBIDDEN)
-    else:
+        if goal.user_id != job.user_id:
+            raise AppError(ErrorCode.FORBIDDEN)
         await conn.execute(update(Goal).where(Goal.id == goal_id).values(updated_at=func.now(), **fields))
     items, deleted = await _replace_children(
         conn,
@@ -139,9 +129,23 @@ async def save_subgoals(conn: AsyncConnection, job: Any, unit_id: uuid.UUID, out
             {"title": s.title, "description": s.description, "background": s.background, "progress": 0}
             for s in output.subgoals
         ],
-        new_parent=goal is None,
+        new_parent=new_goal,
     )
     return Saved(items, deleted, {"goalId": str(goal_id)})
+
+
+async def _created_goal(conn: AsyncConnection, job: Any, goal_id: uuid.UUID, fields: dict[str, Any]) -> bool:
+    """Insert the goal of a new-goal SUBGOAL job; False when a row with its id exists already (then it is
+    locked and updated like a goalId target)."""
+    values = {
+        "id": goal_id,
+        "user_id": job.user_id,
+        "status": GoalStatus.ACTIVE,
+        "progress": 0,
+        "created_by_process_id": job.id,
+        **fields,
+    }
+    return (await conn.execute(_INSERT_GOAL, values)).one_or_none() is not None
 
 
 async def _owned_parent(conn: AsyncConnection, stmt: Any, job: Any, missing: ErrorCode) -> Any:

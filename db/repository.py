@@ -42,6 +42,8 @@ from db.transitions import (
 from db.units import (
     all_units_succeeded,
     goal_scope_progress,
+    job_of,
+    lock_job_and_unit,
     mark_unit_failed,
     mark_unit_succeeded,
     plannable_units,
@@ -236,7 +238,8 @@ class JobRepository:
         fails with JOB_ALREADY_RUNNING and changes nothing (spec 6.9)."""
         try:
             async with transaction(self.engine) as tx:
-                return await _mark(tx, process_id, run_id, deadline_seconds, probe)
+                marked, _ = await _mark(tx, process_id, run_id, deadline_seconds, probe)
+            return marked
         except sa_exc.IntegrityError as exc:
             raise _reopen_collision(exc) from exc
 
@@ -247,18 +250,24 @@ class JobRepository:
         An empty plan fails the job with TARGET_NOT_READY.
         """
         async with transaction(self.engine) as tx:
-            return await _plan(tx, process_id)
+            job = (await tx.conn.execute(_ROW, {"process_id": process_id})).one_or_none()
+            if job is None:
+                raise InternalSignalError(InternalSignal.JOB_NOT_ACTIVE)
+            return ProcessingState(**job._mapping), await _plan(tx, job)
 
     async def begin_job(
         self, process_id: uuid.UUID, run_id: str, deadline_seconds: int, probe: RunProbe
     ) -> tuple[MarkProcessingResult, tuple[ProcessingState, list[Any]] | AppError]:
         """``mark_processing`` and ``planned_units`` in one transaction. A plan that cannot be made
-        (TARGET_NOT_READY) is returned as its error, with the PROCESSING write committed."""
+        (TARGET_NOT_READY) is returned as its error, with the PROCESSING write committed.
+
+        The plan's job is the row as locked before the PROCESSING write (no second read): its type,
+        target and params are what a plan needs, and the write does not change them."""
         try:
             async with transaction(self.engine) as tx:
-                marked = await _mark(tx, process_id, run_id, deadline_seconds, probe)
+                marked, row = await _mark(tx, process_id, run_id, deadline_seconds, probe)
                 try:
-                    plan = await _plan(tx, process_id)
+                    plan = ProcessingState(**row._mapping), await _plan(tx, row)
                 except AppError as exc:
                     return marked, exc
         except sa_exc.IntegrityError as exc:
@@ -271,12 +280,12 @@ class JobRepository:
         """generate_unit's claim check and context load (spec 3.1 steps 1-2) in one transaction: the job
         row and, unless the unit is already saved, the unit's prompt context."""
         async with transaction(self.engine) as tx:
-            row = (await claim(tx.conn, process_id, run_id, probe)).row
-            job = ProcessingState(**row._mapping)
-            if await succeeded_unit(tx.conn, process_id, unit_id) is not None:
-                return ClaimedUnit(job, context=None)
+            locked, saved = await lock_job_and_unit(tx.conn, process_id, unit_id)
+            row = (await claim_locked(tx.conn, locked, process_id, run_id, probe)).row
+            if saved:
+                return ClaimedUnit(job_of(row), context=None)
             context, action_type = await load_context(tx.conn, row, unit_id, timezone)
-        return ClaimedUnit(job, context, action_type)
+        return ClaimedUnit(job_of(row), context, action_type)
 
     async def record_progress(
         self,
@@ -391,7 +400,8 @@ def _reopen_collision(exc: sa_exc.IntegrityError) -> AppError:
 
 async def _mark(
     tx: Tx, process_id: uuid.UUID, run_id: str, deadline_seconds: int, probe: RunProbe
-) -> MarkProcessingResult:
+) -> tuple[MarkProcessingResult, Any]:
+    """The PROCESSING write (mark_processing); also returns the row as locked before it."""
     deadline = timedelta(seconds=deadline_seconds)
     row, reopened = await lock_job(tx.conn, process_id), False
     if row is None or row.status != ProcessingStatus.PENDING or row.workflow_run_id not in (None, run_id):
@@ -405,31 +415,31 @@ async def _mark(
         )  # fmt: skip
         tx.log_after_commit(t, workflowRunId=run_id)
         if t is not None:  # always: the row is locked and PENDING
-            return MarkProcessingResult(deadline_at=t.deadline_at, progress=t.progress, reopened=False)
+            return MarkProcessingResult(deadline_at=t.deadline_at, progress=t.progress, reopened=False), row
     elif reopened:
         # The new run gets a fresh job deadline; REOPENED was its event.
         await tx.conn.execute(update(PS).where(PS.id == process_id).values(deadline_at=func.now() + deadline))
     fresh = await lock_job(tx.conn, process_id)
-    return MarkProcessingResult(deadline_at=fresh.deadline_at, progress=fresh.progress, reopened=reopened)
+    return MarkProcessingResult(
+        deadline_at=fresh.deadline_at, progress=fresh.progress, reopened=reopened
+    ), row
 
 
-async def _plan(tx: Tx, process_id: uuid.UUID) -> tuple[ProcessingState, list[Any]]:
-    job = (await tx.conn.execute(_ROW, {"process_id": process_id})).one_or_none()
-    if job is None:
-        raise InternalSignalError(InternalSignal.JOB_NOT_ACTIVE)
+async def _plan(tx: Tx, job: Any) -> list[Any]:
+    """The job's plannable units (``plannable_units``); TARGET_NOT_READY when there are none."""
     units = await plannable_units(tx.conn, job)
     if not units:
         raise AppError(ErrorCode.TARGET_NOT_READY)
-    return ProcessingState(**job._mapping), units
+    return units
 
 
 async def _persist(tx: Tx, req: PersistUnitRequest, run_id: str, probe: RunProbe) -> PersistUnitResult:
     unit_id = req.unit.unit_id
-    locked = await lock_job(tx.conn, req.process_id)
+    locked, already = await lock_job_and_unit(tx.conn, req.process_id, unit_id)
     if locked is None:
         raise InternalSignalError(InternalSignal.JOB_NOT_ACTIVE)
-    done = await succeeded_unit(tx.conn, req.process_id, unit_id)
-    if done is not None:
+    if already:
+        done = await succeeded_unit(tx.conn, req.process_id, unit_id)
         return PersistUnitResult(
             created_count=done.created_count,
             deleted_count=done.deleted_count,

@@ -9,13 +9,14 @@ import logging
 import uuid
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db.models import Action, SubGoal
+from db.models import Action, ProcessingState, SubGoal
 from db.models import ProcessingUnit as PU
 from db.persist import Saved
+from db.transitions import PST
 from domain.enums import ProcessingType, UnitStatus
 from domain.errors import AppError
 from domain.jobs import is_goal_scope
@@ -51,6 +52,36 @@ _MARK_SUCCEEDED = (
     )
     .on_conflict_do_update(index_elements=[PUT.c.process_id, PUT.c.unit_id], set_=_SUCCEEDED_VALUES)
 )
+
+
+_LOCK_WITH_UNIT = (
+    select(
+        PST,
+        exists()
+        .where(
+            PUT.c.process_id == PST.c.id,
+            PUT.c.unit_id == bindparam("unit_id"),
+            PUT.c.status == UnitStatus.SUCCEEDED,
+        )
+        .label("unit_saved"),
+    )
+    .where(PST.c.id == bindparam("process_id"))
+    .with_for_update(of=PST)
+)
+
+
+async def lock_job_and_unit(
+    conn: AsyncConnection, process_id: uuid.UUID, unit_id: uuid.UUID
+) -> tuple[Any, bool]:
+    """``lock_job`` and whether the unit is already saved, in one round trip: (the job row, or None, and
+    the flag). The row carries ``unit_saved`` besides the job's columns (``job_of`` drops it)."""
+    row = (await conn.execute(_LOCK_WITH_UNIT, {"process_id": process_id, "unit_id": unit_id})).one_or_none()
+    return row, bool(row is not None and row.unit_saved)
+
+
+def job_of(row: Any) -> ProcessingState:
+    """The job of a row that holds all its columns (and maybe more)."""
+    return ProcessingState(**{name: row._mapping[name] for name in PST.c.keys()})
 
 
 async def plannable_units(conn: AsyncConnection, job: Any) -> list[Any]:
