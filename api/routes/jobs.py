@@ -91,7 +91,7 @@ async def _generate(
 @router.get("/status/{processId}")
 async def status(svc: ServicesDep, user_id: ReadUser, lang: Lang, process_id: ProcessId) -> JSONResponse:
     pid = path_id(process_id)
-    async with svc.engine.connect() as conn:
+    async with svc.autocommit.connect() as conn:
         view = await _owned_job(conn, pid, user_id)
     return success(status_view(view, lang))
 
