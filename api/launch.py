@@ -35,6 +35,7 @@ def new_job(
     units: Units,
     request_id: str | None,
     parent: ProcessingState | None = None,
+    target_is_new: bool = False,
 ) -> NewJob:
     created_at = datetime.now(UTC)
     eta = estimated_completion_at(
@@ -60,6 +61,7 @@ def new_job(
         root_process_id=parent.root_process_id if parent else None,
         retry_count=parent.retry_count + 1 if parent else 0,
         units=units,
+        target_is_new=target_is_new,
     )
 
 

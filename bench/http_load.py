@@ -17,7 +17,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -100,36 +99,28 @@ class Sent:
     latency_ms: float
 
 
-async def open_loop(
-    http: httpx.AsyncClient,
-    send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]],
-    rate: float,
-    seconds: float,
-) -> list[Sent]:
+Send = Callable[[], Awaitable[int]]  # sends one request, returns its HTTP status (0: no answer)
+
+
+async def open_loop(send: Send, rate: float, seconds: float) -> list[Sent]:
     """Send ``rate`` requests a second for ``seconds``, at fixed instants, and wait for every answer."""
     count = max(1, round(rate * seconds))
-    return await _scheduled(http, send, [i / rate for i in range(count)])
+    return await _scheduled(send, [i / rate for i in range(count)])
 
 
-async def burst(
-    http: httpx.AsyncClient, send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]], count: int
-) -> list[Sent]:
+async def burst(send: Send, count: int) -> list[Sent]:
     """``count`` requests planned for the same instant."""
-    return await _scheduled(http, send, [0.0] * count)
+    return await _scheduled(send, [0.0] * count)
 
 
-async def _scheduled(
-    http: httpx.AsyncClient,
-    send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]],
-    offsets: list[float],
-) -> list[Sent]:
+async def _scheduled(send: Send, offsets: list[float]) -> list[Sent]:
     start = time.perf_counter() + 0.05
 
     async def one(offset: float) -> Sent:
         planned = start + offset
         await asyncio.sleep(max(0.0, planned - time.perf_counter()))
         try:
-            status = (await send(http)).status_code
+            status = await send()
         except httpx.HTTPError:
             status = 0
         return Sent(status, (time.perf_counter() - planned) * 1000)
@@ -137,8 +128,17 @@ async def _scheduled(
     return list(await asyncio.gather(*(one(o) for o in offsets)))
 
 
-def summary(sent: list[Sent], expected: int) -> dict[str, Any]:
-    """Counts and latency percentiles (ms) of an open-loop or burst run."""
-    p50, p95_ms, worst = percentiles([s.latency_ms for s in sent])
-    accepted = sum(1 for s in sent if s.status == expected)
-    return {"sent": len(sent), "accepted": accepted, "p50_ms": p50, "p95_ms": p95_ms, "max_ms": worst}
+@dataclass(frozen=True, slots=True)
+class Latencies:
+    """An open-loop or burst run: how many were sent and answered as expected, latency percentiles (ms)."""
+
+    sent: int
+    accepted: int
+    p50_ms: float
+    p95_ms: float
+    max_ms: float
+
+    @classmethod
+    def of(cls, sent: list[Sent], expected: int) -> Latencies:
+        p50, p95_ms, worst = percentiles([s.latency_ms for s in sent])
+        return cls(len(sent), sum(1 for s in sent if s.status == expected), p50, p95_ms, worst)

@@ -68,6 +68,7 @@ async def _generate(
     request: Request, svc: Services, user_id: UUID, owner: Identity, body: bytes
 ) -> JSONResponse:
     req = validate_generate(body, datetime.now(UTC))
+    target_is_new = req.target.target_id is None
     target_id = req.target.target_id or uuid.uuid4()  # a new goal's id is reserved now
     async with svc.engine.connect() as conn:
         units = await plan_units(conn, user_id, req.type, req.target, target_id)
@@ -80,6 +81,7 @@ async def _generate(
         target_id=target_id,
         units=units,
         request_id=request.state.request_id,
+        target_is_new=target_is_new,
     )
     await launch(svc.jobs, svc.temporal.client, svc.settings, job, owner)
     log_event(
