@@ -102,6 +102,11 @@ class _Instruments:
         self.ai_cost = meter.create_counter("AIEstimatedCostUsd", "{USD}", "Estimated AI cost in USD")
         self.rate_limited = meter.create_counter("RateLimitRejected", "{request}", "Requests answered 429")
         self.corrections = meter.create_counter("ReconcilerCorrections", job, "Rows fixed by the reconciler")
+        # The HTTP server metric of the OpenTelemetry HTTP conventions (the alert on 5xx answers reads it as
+        # http_server_duration_milliseconds_count{http_status_code, http_target}).
+        self.http_duration = meter.create_histogram(
+            "http.server.duration", ms, "Duration of HTTP server requests."
+        )
 
     def zero_alerted_series(self) -> None:
         """Create at 0 the series whose first increment an alert must see (``increase`` ignores a series'
@@ -207,6 +212,22 @@ def ai_call(
     m.ai_tokens.add(input_tokens, labels | {"Direction": "input"})
     m.ai_tokens.add(output_tokens, labels | {"Direction": "output"})
     m.ai_cost.add(cost_usd, labels)
+
+
+@_guarded
+def http_served(
+    method: str, route: str | None, status: int, duration_ms: float, scheme: str, flavor: str
+) -> None:
+    """http.server.duration: one HTTP request answered (``route``: its template, None when none matched)."""
+    attributes: dict[str, str | int] = {
+        "http.method": method,
+        "http.scheme": scheme,
+        "http.flavor": flavor,
+        "http.status_code": status,
+    }
+    if route is not None:
+        attributes["http.target"] = route
+    _state.instruments.http_duration.record(duration_ms, attributes)
 
 
 @_guarded
