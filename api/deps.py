@@ -9,9 +9,10 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials
 
-from api.auth import bearer_token
+from api.auth import BEARER, bearer_token
 from api.errors import request_language
 from api.log_context import bind_user, log_event
 from api.middleware import RATE_LIMIT_HEADERS_KEY
@@ -31,8 +32,10 @@ ServicesDep = Annotated[Services, Depends(services)]
 Lang = Annotated[Language, Depends(request_language)]
 
 
-async def current_user(request: Request, svc: ServicesDep) -> UUID:
-    identity = await svc.verifier.verify(bearer_token(request.headers.get("authorization")))
+async def current_user(
+    svc: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+) -> UUID:
+    identity = await svc.verifier.verify(bearer_token(credentials))
     user_id = await svc.users.user_id(identity)
     bind_user(user_id)
     return user_id

@@ -19,6 +19,14 @@ from api.deps import Body, Lang, ReadUser, ServicesDep, WriteUser
 from api.envelope import success
 from api.launch import launch, new_job
 from api.log_context import log_event
+from api.openapi import ACCEPTED, EVENT_STREAM, LAST_EVENT_ID, errors, inputs
+from api.response_shapes import (
+    AcceptedEnvelope,
+    CancelledEnvelope,
+    EventsEnvelope,
+    HistoryEnvelope,
+    StatusEnvelope,
+)
 from api.targets import plan_units
 from api.temporal_gateway import cancel_generation
 from api.validation import events_page_query, history_query, path_id, stream_cursor
@@ -33,8 +41,20 @@ PREFIX = "/api/ai/async"
 MAX_RETRIES = 3
 RETRYABLE_STATUSES = frozenset({ProcessingStatus.FAILED, ProcessingStatus.TIMEOUT})
 
-router = APIRouter(prefix=PREFIX)
-ProcessId = Annotated[str, Path(alias="processId")]
+router = APIRouter(prefix=PREFIX, tags=["jobs"])
+ProcessId = Annotated[str, Path(alias="processId", json_schema_extra={"format": "uuid"})]
+# Target checks of spec 5.3, run for a start and again for a retry.
+TARGET_ERRORS = (
+    ErrorCode.GOAL_NOT_FOUND,
+    ErrorCode.SUBGOAL_NOT_FOUND,
+    ErrorCode.ACTION_NOT_FOUND,
+    ErrorCode.FORBIDDEN,
+    ErrorCode.TARGET_NOT_READY,
+    ErrorCode.TARGET_HAS_CHILDREN,
+    ErrorCode.JOB_ALREADY_RUNNING,
+    ErrorCode.WORKFLOW_START_ERROR,
+)
+JOB_ERRORS = (ErrorCode.INVALID_UUID, ErrorCode.PROCESSING_NOT_FOUND, ErrorCode.FORBIDDEN)
 
 
 async def _owned_job(conn: AsyncConnection, process_id: UUID, user_id: UUID) -> reads.JobView:
@@ -52,7 +72,21 @@ def _accepted(job: NewJob, trigger: metrics.Trigger) -> JSONResponse:
     return success(accepted_view(job), status_code=202, headers=location)
 
 
-@router.post("/generate")
+@router.post(
+    "/generate",
+    summary="Start a generation job",
+    status_code=202,
+    response_model=AcceptedEnvelope,
+    responses=ACCEPTED
+    | errors(
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        ErrorCode.VALIDATION_ERROR,
+        ErrorCode.INVALID_PROCESS_TYPE,
+        ErrorCode.PROMPT_INJECTION_DETECTED,
+        *TARGET_ERRORS,
+    ),
+    openapi_extra=inputs(body="GenerateRequest"),
+)
 async def generate(request: Request, svc: ServicesDep, user_id: WriteUser, body: Body) -> JSONResponse:
     req = validate_generate(body, datetime.now(UTC))
     target_id = req.target.target_id or uuid.uuid4()  # a new goal's id is reserved now
@@ -75,7 +109,13 @@ async def generate(request: Request, svc: ServicesDep, user_id: WriteUser, body:
     return _accepted(job, metrics.Trigger.START)
 
 
-@router.get("/status/{processId}")
+@router.get(
+    "/status/{processId}",
+    summary="A job's status, progress, result and error",
+    response_model=StatusEnvelope,
+    responses=errors(*JOB_ERRORS),
+    openapi_extra=inputs(),
+)
 async def status(svc: ServicesDep, user_id: ReadUser, lang: Lang, process_id: ProcessId) -> JSONResponse:
     pid = path_id(process_id)
     async with svc.engine.connect() as conn:
@@ -83,7 +123,23 @@ async def status(svc: ServicesDep, user_id: ReadUser, lang: Lang, process_id: Pr
     return success(status_view(view, lang))
 
 
-@router.post("/retry/{processId}")
+@router.post(
+    "/retry/{processId}",
+    summary="Retry a FAILED or TIMEOUT job",
+    status_code=202,
+    response_model=AcceptedEnvelope,
+    responses=ACCEPTED
+    | errors(
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        ErrorCode.VALIDATION_ERROR,
+        *JOB_ERRORS,
+        ErrorCode.RETRY_NOT_ALLOWED,
+        ErrorCode.MAX_RETRY_EXCEEDED,
+        ErrorCode.ALREADY_RETRIED,
+        *TARGET_ERRORS,
+    ),
+    openapi_extra=inputs(body="RetryRequest", body_required=False),
+)
 async def retry(
     request: Request, svc: ServicesDep, user_id: WriteUser, body: Body, process_id: ProcessId
 ) -> JSONResponse:
@@ -124,7 +180,19 @@ async def retry(
     return _accepted(job, metrics.Trigger.RETRY)
 
 
-@router.post("/cancel/{processId}")
+@router.post(
+    "/cancel/{processId}",
+    summary="Cancel a PENDING or PROCESSING job",
+    response_model=CancelledEnvelope,
+    responses=errors(
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        ErrorCode.VALIDATION_ERROR,
+        ErrorCode.PROMPT_INJECTION_DETECTED,
+        *JOB_ERRORS,
+        ErrorCode.CANCEL_NOT_ALLOWED,
+    ),
+    openapi_extra=inputs(body="CancelRequest", body_required=False),
+)
 async def cancel(
     svc: ServicesDep, user_id: WriteUser, body: Body, lang: Lang, process_id: ProcessId
 ) -> JSONResponse:
@@ -158,7 +226,13 @@ async def cancel(
     return success(cancelled_view(job, lang))
 
 
-@router.get("/history")
+@router.get(
+    "/history",
+    summary="The caller's jobs, newest first",
+    response_model=HistoryEnvelope,
+    responses=errors(ErrorCode.VALIDATION_ERROR),
+    openapi_extra=inputs(query="HistoryQuery"),
+)
 async def history(request: Request, svc: ServicesDep, user_id: ReadUser, lang: Lang) -> JSONResponse:
     q = history_query(request.query_params)
     async with svc.engine.connect() as conn:
@@ -175,7 +249,13 @@ async def history(request: Request, svc: ServicesDep, user_id: ReadUser, lang: L
     return success({"processes": [history_item(j, lang) for j in jobs], "pagination": pagination})
 
 
-@router.get("/events/{processId}", response_model=None)
+@router.get(
+    "/events/{processId}",
+    summary="A job's events: JSON page, or server-sent events",
+    response_model=EventsEnvelope,
+    responses=EVENT_STREAM | errors(*JOB_ERRORS, ErrorCode.VALIDATION_ERROR),
+    openapi_extra=inputs(query="EventsQuery", headers=[LAST_EVENT_ID]),
+)
 async def events(
     request: Request, svc: ServicesDep, user_id: ReadUser, process_id: ProcessId
 ) -> JSONResponse | StreamingResponse:
