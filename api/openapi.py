@@ -84,14 +84,6 @@ def _headers(described: dict[str, str]) -> dict[str, Any]:
     return {name: {"description": text, "schema": {"type": "string"}} for name, text in described.items()}
 
 
-ACCEPTED: dict[int | str, dict[str, Any]] = {
-    202: {
-        "description": "Accepted: the job is PENDING",
-        "headers": _headers({"Location": "`/api/ai/async/status/{processId}` of the new job"}),
-    }
-}
-
-
 def errors(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
     """The error responses of an authenticated endpoint: ``codes`` plus AUTHENTICATED, by HTTP status,
     each with the envelope model and one example per code."""
@@ -110,6 +102,12 @@ def errors(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
             response["headers"] = _headers(_ERROR_HEADERS[status])
         responses[status] = response
     return responses
+
+
+def accepted(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
+    """The responses of an endpoint that starts a job: 202 with ``Location``, then ``errors(*codes)``."""
+    location = _headers({"Location": "`/api/ai/async/status/{processId}` of the new job"})
+    return {202: {"description": "Accepted: the job is PENDING", "headers": location}} | errors(*codes)
 
 
 def _example(code: ErrorCode) -> dict[str, Any]:

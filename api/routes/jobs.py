@@ -19,7 +19,7 @@ from api.deps import Body, Lang, ReadUser, ServicesDep, WriteUser
 from api.envelope import success
 from api.launch import launch, new_job
 from api.log_context import log_event
-from api.openapi import ACCEPTED, EVENT_STREAM, LAST_EVENT_ID, errors, inputs
+from api.openapi import EVENT_STREAM, LAST_EVENT_ID, accepted, errors, inputs
 from api.response_shapes import (
     AcceptedEnvelope,
     CancelledEnvelope,
@@ -55,6 +55,7 @@ TARGET_ERRORS = (
     ErrorCode.WORKFLOW_START_ERROR,
 )
 JOB_ERRORS = (ErrorCode.INVALID_UUID, ErrorCode.PROCESSING_NOT_FOUND, ErrorCode.FORBIDDEN)
+BODY_ERRORS = (ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.VALIDATION_ERROR)
 
 
 async def _owned_job(conn: AsyncConnection, process_id: UUID, user_id: UUID) -> reads.JobView:
@@ -77,13 +78,8 @@ def _accepted(job: NewJob, trigger: metrics.Trigger) -> JSONResponse:
     summary="Start a generation job",
     status_code=202,
     response_model=AcceptedEnvelope,
-    responses=ACCEPTED
-    | errors(
-        ErrorCode.PAYLOAD_TOO_LARGE,
-        ErrorCode.VALIDATION_ERROR,
-        ErrorCode.INVALID_PROCESS_TYPE,
-        ErrorCode.PROMPT_INJECTION_DETECTED,
-        *TARGET_ERRORS,
+    responses=accepted(
+        *BODY_ERRORS, ErrorCode.INVALID_PROCESS_TYPE, ErrorCode.PROMPT_INJECTION_DETECTED, *TARGET_ERRORS
     ),
     openapi_extra=inputs(body="GenerateRequest"),
 )
@@ -128,10 +124,8 @@ async def status(svc: ServicesDep, user_id: ReadUser, lang: Lang, process_id: Pr
     summary="Retry a FAILED or TIMEOUT job",
     status_code=202,
     response_model=AcceptedEnvelope,
-    responses=ACCEPTED
-    | errors(
-        ErrorCode.PAYLOAD_TOO_LARGE,
-        ErrorCode.VALIDATION_ERROR,
+    responses=accepted(
+        *BODY_ERRORS,
         *JOB_ERRORS,
         ErrorCode.RETRY_NOT_ALLOWED,
         ErrorCode.MAX_RETRY_EXCEEDED,
@@ -185,11 +179,7 @@ async def retry(
     summary="Cancel a PENDING or PROCESSING job",
     response_model=CancelledEnvelope,
     responses=errors(
-        ErrorCode.PAYLOAD_TOO_LARGE,
-        ErrorCode.VALIDATION_ERROR,
-        ErrorCode.PROMPT_INJECTION_DETECTED,
-        *JOB_ERRORS,
-        ErrorCode.CANCEL_NOT_ALLOWED,
+        *BODY_ERRORS, ErrorCode.PROMPT_INJECTION_DETECTED, *JOB_ERRORS, ErrorCode.CANCEL_NOT_ALLOWED
     ),
     openapi_extra=inputs(body="CancelRequest", body_required=False),
 )
