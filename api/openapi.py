@@ -88,7 +88,7 @@ def errors(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
     """The error responses of an authenticated endpoint: ``codes`` plus AUTHENTICATED, by HTTP status,
     each with the envelope model and one example per code."""
     by_status: dict[int, list[ErrorCode]] = {}
-    for code in (*codes, *AUTHENTICATED):
+    for code in dict.fromkeys((*codes, *AUTHENTICATED)):  # once each, in order
         by_status.setdefault(CATALOGUE[code].http_status, []).append(code)
     responses: dict[int | str, dict[str, Any]] = {}
     for status, listed in sorted(by_status.items()):
