@@ -15,6 +15,7 @@ from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
 from api.openapi import install_openapi, operation_id
 from api.routes import goals, health, jobs
+from api.routes.page import install_page
 from api.services import open_services
 from observability import metrics
 from observability.tracing import init_tracing
@@ -30,6 +31,7 @@ EXPOSED_HEADERS = [
     "X-RateLimit-Limit",
     "X-RateLimit-Remaining",
     "X-RateLimit-Reset",
+    "Idempotent-Replayed",
 ]
 
 
@@ -61,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(goals.router)
     app.include_router(health.router)
+    install_page(app, cfg)
     install_error_handlers(app)
     if cfg.cors_allow_origins:
         app.add_middleware(
@@ -73,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "Accept-Language",
                 "X-Request-ID",
                 "Last-Event-ID",
+                "Idempotency-Key",
             ],
             expose_headers=EXPOSED_HEADERS,
         )

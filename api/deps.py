@@ -18,6 +18,7 @@ from api.log_context import bind_user, log_event
 from api.middleware import RATE_LIMIT_HEADERS_KEY
 from api.rate_limit import Bucket
 from api.services import Services
+from db.users import Identity
 from domain.enums import Language
 from domain.errors import AppError, ErrorCode
 from observability import metrics
@@ -32,10 +33,17 @@ ServicesDep = Annotated[Services, Depends(services)]
 Lang = Annotated[Language, Depends(request_language)]
 
 
-async def current_user(
+async def current_identity(
     svc: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
-) -> UUID:
-    identity = await svc.verifier.verify(bearer_token(credentials))
+) -> Identity:
+    """The verified token's identity (FastAPI runs it once per request, however many depend on it)."""
+    return await svc.verifier.verify(bearer_token(credentials))
+
+
+Owner = Annotated[Identity, Depends(current_identity)]
+
+
+async def current_user(svc: ServicesDep, identity: Owner) -> UUID:
     user_id = await svc.users.user_id(identity)
     bind_user(user_id)
     return user_id
@@ -66,7 +74,10 @@ ReadUser = Annotated[UUID, Depends(_rate_limited(Bucket.READ))]
 
 async def request_body(request: Request, svc: ServicesDep, _: WriteUser) -> bytes:
     """The raw body, refused with 413 as soon as it exceeds MAX_BODY_BYTES (declared or streamed)."""
-    limit = svc.settings.max_body_bytes
+    return await read_body(request, svc.settings.max_body_bytes)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise AppError(ErrorCode.PAYLOAD_TOO_LARGE)

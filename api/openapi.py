@@ -18,7 +18,7 @@ from pydantic import TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
 
 from api import request_shapes
-from api.response_shapes import ErrorEnvelope
+from api.response_shapes import AcceptedEnvelope, ErrorEnvelope
 from domain.errors import CATALOGUE, ErrorCode
 
 REF = "#/components/schemas/{model}"
@@ -77,11 +77,22 @@ EVENT_STREAM: dict[int | str, dict[str, Any]] = {
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     }
 }
+IDEMPOTENCY_ERRORS = (ErrorCode.IDEMPOTENCY_KEY_REUSED, ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS)
+IDEMPOTENCY_KEY = (
+    "Idempotency-Key",
+    "1..255 visible ASCII characters. The first answer that started a job is replayed for 24 h to the same "
+    "request (with `Idempotent-Replayed: true`); another request with the key is 422 "
+    "`IDEMPOTENCY_KEY_REUSED`, a duplicate while the first runs 409 `IDEMPOTENCY_KEY_IN_PROGRESS`",
+    {"type": "string", "minLength": 1, "maxLength": 255},
+)
 LAST_EVENT_ID = ("Last-Event-ID", "Resume a stream after this seq (wins over `after`)", {"type": "integer"})
 
 
-def _headers(described: dict[str, str]) -> dict[str, Any]:
-    return {name: {"description": text, "schema": {"type": "string"}} for name, text in described.items()}
+def _headers(described: dict[str, str], required: bool = True) -> dict[str, Any]:
+    return {
+        name: {"description": text, "required": required, "schema": {"type": "string"}}
+        for name, text in described.items()
+    }
 
 
 def errors(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
@@ -104,10 +115,20 @@ def errors(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
-def accepted(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
-    """The responses of an endpoint that starts a job: 202 with ``Location``, then ``errors(*codes)``."""
-    location = _headers({"Location": "`/api/ai/async/status/{processId}` of the new job"})
-    return {202: {"description": "Accepted: the job is PENDING", "headers": location}} | errors(*codes)
+def starts_a_job(body: str, body_required: bool, *codes: ErrorCode) -> dict[str, Any]:
+    """Decorator arguments of an endpoint that starts a job: 202 with the accepted envelope and
+    ``Location``, the ``Idempotency-Key`` header and its errors, then ``errors(*codes)``."""
+    headers = _headers({"Location": "`/api/ai/async/status/{processId}` of the new job"}) | _headers(
+        {"Idempotent-Replayed": "`true` on an answer replayed for a repeated `Idempotency-Key`"},
+        required=False,
+    )
+    accepted = {202: {"description": "Accepted: the job is PENDING", "headers": headers}}
+    return {
+        "status_code": 202,
+        "response_model": AcceptedEnvelope,
+        "responses": accepted | errors(*codes, *IDEMPOTENCY_ERRORS),
+        "openapi_extra": inputs(body=body, body_required=body_required, headers=[IDEMPOTENCY_KEY]),
+    }
 
 
 def _example(code: ErrorCode) -> dict[str, Any]:

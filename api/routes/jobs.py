@@ -10,28 +10,25 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api import sse
 from api.bodies import target_of, validate_cancel_body, validate_generate, validate_retry_body
-from api.deps import Body, Lang, ReadUser, ServicesDep, WriteUser
+from api.deps import Body, Lang, Owner, ReadUser, ServicesDep, WriteUser
 from api.envelope import success
+from api.idempotency import idempotent
 from api.launch import launch, new_job
 from api.log_context import log_event
-from api.openapi import EVENT_STREAM, LAST_EVENT_ID, accepted, errors, inputs
-from api.response_shapes import (
-    AcceptedEnvelope,
-    CancelledEnvelope,
-    EventsEnvelope,
-    HistoryEnvelope,
-    StatusEnvelope,
-)
+from api.openapi import EVENT_STREAM, LAST_EVENT_ID, errors, inputs, starts_a_job
+from api.response_shapes import CancelledEnvelope, EventsEnvelope, HistoryEnvelope, StatusEnvelope
+from api.services import Services
 from api.targets import plan_units
 from api.temporal_gateway import cancel_generation
 from api.validation import events_page_query, history_query, path_id, stream_cursor
 from api.views import accepted_view, cancelled_view, event_view, history_item, status_view
 from db import reads
+from db.users import Identity
 from domain.enums import ProcessingStatus, ProcessingType
 from domain.errors import AppError, ErrorCode
 from domain.jobs import USER_CANCEL_REASON, NewJob
@@ -76,14 +73,26 @@ def _accepted(job: NewJob, trigger: metrics.Trigger) -> JSONResponse:
 @router.post(
     "/generate",
     summary="Start a generation job",
-    status_code=202,
-    response_model=AcceptedEnvelope,
-    responses=accepted(
-        *BODY_ERRORS, ErrorCode.INVALID_PROCESS_TYPE, ErrorCode.PROMPT_INJECTION_DETECTED, *TARGET_ERRORS
+    **starts_a_job(
+        "GenerateRequest",
+        True,
+        *BODY_ERRORS,
+        ErrorCode.INVALID_PROCESS_TYPE,
+        ErrorCode.PROMPT_INJECTION_DETECTED,
+        *TARGET_ERRORS,
     ),
-    openapi_extra=inputs(body="GenerateRequest"),
 )
-async def generate(request: Request, svc: ServicesDep, user_id: WriteUser, body: Body) -> JSONResponse:
+async def generate(
+    request: Request, svc: ServicesDep, user_id: WriteUser, owner: Owner, body: Body, lang: Lang
+) -> Response:
+    return await idempotent(
+        svc, request, user_id, body, lang, lambda: _generate(request, svc, user_id, owner, body)
+    )
+
+
+async def _generate(
+    request: Request, svc: Services, user_id: UUID, owner: Identity, body: bytes
+) -> JSONResponse:
     req = validate_generate(body, datetime.now(UTC))
     target_id = req.target.target_id or uuid.uuid4()  # a new goal's id is reserved now
     async with svc.engine.connect() as conn:
@@ -98,7 +107,7 @@ async def generate(request: Request, svc: ServicesDep, user_id: WriteUser, body:
         units=units,
         request_id=request.state.request_id,
     )
-    await launch(svc.jobs, svc.temporal.client, svc.settings, job)
+    await launch(svc.jobs, svc.temporal.client, svc.settings, job, owner)
     log_event(
         logging.INFO, "job_accepted", "job accepted", processId=str(job.process_id), type=req.type.value
     )
@@ -122,9 +131,9 @@ async def status(svc: ServicesDep, user_id: ReadUser, lang: Lang, process_id: Pr
 @router.post(
     "/retry/{processId}",
     summary="Retry a FAILED or TIMEOUT job",
-    status_code=202,
-    response_model=AcceptedEnvelope,
-    responses=accepted(
+    **starts_a_job(
+        "RetryRequest",
+        False,
         *BODY_ERRORS,
         *JOB_ERRORS,
         ErrorCode.RETRY_NOT_ALLOWED,
@@ -132,10 +141,23 @@ async def status(svc: ServicesDep, user_id: ReadUser, lang: Lang, process_id: Pr
         ErrorCode.ALREADY_RETRIED,
         *TARGET_ERRORS,
     ),
-    openapi_extra=inputs(body="RetryRequest", body_required=False),
 )
 async def retry(
-    request: Request, svc: ServicesDep, user_id: WriteUser, body: Body, process_id: ProcessId
+    request: Request,
+    svc: ServicesDep,
+    user_id: WriteUser,
+    owner: Owner,
+    body: Body,
+    lang: Lang,
+    process_id: ProcessId,
+) -> Response:
+    return await idempotent(
+        svc, request, user_id, body, lang, lambda: _retry(request, svc, user_id, owner, body, process_id)
+    )
+
+
+async def _retry(
+    request: Request, svc: Services, user_id: UUID, owner: Identity, body: bytes, process_id: str
 ) -> JSONResponse:
     pid = path_id(process_id)
     validate_retry_body(body)
@@ -162,7 +184,7 @@ async def retry(
         request_id=request.state.request_id,
         parent=parent,
     )
-    await launch(svc.jobs, svc.temporal.client, svc.settings, job)
+    await launch(svc.jobs, svc.temporal.client, svc.settings, job, owner)
     log_event(
         logging.INFO,
         "retry_accepted",

@@ -44,7 +44,8 @@ async def test_the_document_is_valid_openapi_and_declares_what_the_api_answers(
     assert sorted(ops) == sorted(
         ["generate", "status", "retry", "cancel", "history", "events", "goal", "health", "ready"]
     )
-    assert "422" not in json.dumps(document["paths"]) and "HTTPValidationError" not in json.dumps(document)
+    assert "HTTPValidationError" not in json.dumps(document)
+    assert [name for name, op in ops.items() if "422" in op["responses"]] == ["generate", "retry"]  # keys
     assert document["components"]["securitySchemes"] == {
         "HTTPBearer": {
             "type": "http",
@@ -71,6 +72,9 @@ async def test_the_document_is_valid_openapi_and_declares_what_the_api_answers(
         ops["retry"]["requestBody"]["required"] is False and ops["cancel"]["requestBody"]["required"] is False
     )
     assert "Location" in ops["generate"]["responses"]["202"]["headers"]
+    for name in ("generate", "retry"):
+        assert "Idempotency-Key" in {p["name"] for p in ops[name]["parameters"]}
+        assert "IDEMPOTENCY_KEY_IN_PROGRESS" in ops[name]["responses"]["409"]["description"]
     assert "WWW-Authenticate" in ops["status"]["responses"]["401"]["headers"]
     assert "Retry-After" in ops["status"]["responses"]["429"]["headers"]
     assert "TARGET_HAS_CHILDREN" in ops["generate"]["responses"]["409"]["description"]

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cli.token import issue_dev_token
+from api.dev_tokens import issue_dev_token
 from settings import Settings
 from tests.support.live_api import live_api
 

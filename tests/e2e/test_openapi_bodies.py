@@ -127,6 +127,16 @@ async def test_every_answer_matches_the_declared_schema_for_its_operation_and_st
             document.validate_component(json.loads(frame), "Event")
         assert len(frames) == 5
 
+        # A repeated Idempotency-Key: the first answer replayed, another body refused.
+        keyed = api.auth | {"Idempotency-Key": "schema-user-1"}
+        body = subgoal_body(title="鍵つきの目標")
+        first = await http.post("/api/ai/async/generate", json=body, headers=keyed)
+        replayed = await http.post("/api/ai/async/generate", json=body, headers=keyed)
+        assert replayed.headers["Idempotent-Replayed"] == "true" and replayed.json() == first.json()
+        reused = await http.post("/api/ai/async/generate", json=subgoal_body(), headers=keyed)
+        assert reused.json()["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+        await api.until(first.json()["data"]["processId"], "COMPLETED")
+
         # Error answers go through the same check.
         pid = actions["processId"]
         await http.post(f"/api/ai/async/retry/{pid}", headers=api.auth)  # 409 ALREADY_RETRIED
@@ -150,4 +160,4 @@ async def test_every_answer_matches_the_declared_schema_for_its_operation_and_st
         for method, operation in operations.items():
             success = next(s for s in operation["responses"] if s.startswith("2"))
             assert (method.upper(), template, int(success)) in answered, (method, template)
-    assert {status for _, _, status in answered} >= {400, 401, 404, 409}
+    assert {status for _, _, status in answered} >= {400, 401, 404, 409, 422}
