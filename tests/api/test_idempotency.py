@@ -139,8 +139,8 @@ async def test_answers_that_changed_nothing_free_the_key(
 async def test_a_failed_workflow_start_is_kept_and_replayed(
     clean_db: AsyncEngine, api_settings: Callable[..., Settings]
 ) -> None:
-    body = start_body()  # once: a second call in a later second would be another request (422)
     async with serve(api_settings(temporal_address=closed_port_address())) as http:
+        body = start_body()  # one body: its deadline is taken from the clock
         first = await http.post(GENERATE, json=body, headers=keyed("down"))
         again = await http.post(GENERATE, json=body, headers=keyed("down"))
     assert_error(first, 503, "WORKFLOW_START_ERROR")
