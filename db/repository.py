@@ -29,6 +29,7 @@ from db.transaction import Tx, transaction
 from db.transitions import RunProbe, append_event_to_terminal, claim, lock_job, transition
 from db.units import (
     all_units_succeeded,
+    failure_recorded,
     goal_scope_progress,
     mark_unit_failed,
     mark_unit_succeeded,
@@ -269,9 +270,14 @@ class JobRepository:
         run_id: str,
         probe: RunProbe,
     ) -> None:
-        """Mark the unit FAILED with its final code and write UNIT_FAILED (with goal-scope progress)."""
+        """Mark the unit FAILED with its final code and write UNIT_FAILED (with goal-scope progress).
+
+        Idempotent per unit: a repeat after a lost completion finds the failure on record and writes nothing.
+        """
         async with transaction(self.engine) as tx:
             job = (await claim(tx.conn, process_id, run_id, probe)).row
+            if await failure_recorded(tx.conn, process_id, unit_id):
+                return
             await mark_unit_failed(tx.conn, process_id, unit_id, error)
             values: dict[str, Any] = {}
             if is_goal_scope(job):
