@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     estimate_seconds_subgoal: int = Field(default=60, ge=1)
     estimate_seconds_action: int = Field(default=180, ge=1)
     estimate_seconds_task: int = Field(default=120, ge=1)
+    eta_history_jobs: int = Field(default=20, ge=0, le=1000)
 
     # Housekeeping (spec 6.10, 6.11)
     temporal_maintenance_task_queue: str = "maintenance"

@@ -11,15 +11,16 @@ from api.log_context import log_event
 from api.services import Services
 from api.targets import Units
 from api.temporal_gateway import start_generation
+from db.durations import recent_completed
 from db.models import ProcessingState
 from db.repository import NewJob
 from domain.enums import ProcessingType, Scope, TargetType
 from domain.errors import AppError, ErrorCode
-from domain.eta import estimated_completion_at
+from domain.eta import HISTORY_WINDOW, estimated_completion_at, learned_estimate_seconds
 from domain.workflow_io import GenerationInput, workflow_id_for
 
 
-def new_job(
+async def new_job(
     svc: Services,
     *,
     user_id: uuid.UUID,
@@ -34,10 +35,17 @@ def new_job(
 ) -> NewJob:
     s = svc.settings
     created_at = datetime.now(UTC)
+    async with svc.engine.connect() as conn:
+        observed = await recent_completed(
+            conn, job_type, since=created_at - HISTORY_WINDOW, limit=s.eta_history_jobs
+        )
+    estimate = learned_estimate_seconds(
+        observed, concurrency=s.goal_scope_concurrency, configured=s.estimate_seconds(job_type)
+    )
     eta = estimated_completion_at(
         created_at,
         scope=scope,
-        estimate_seconds=s.estimate_seconds(job_type),
+        estimate_seconds=estimate,
         units=len(units),
         concurrency=s.goal_scope_concurrency,
         deadline_seconds=s.goal_scope_deadline_seconds,

@@ -58,7 +58,7 @@ async def generate(request: Request, svc: ServicesDep, user_id: WriteUser, body:
     target_id = req.target.target_id or uuid.uuid4()  # a new goal's id is reserved now
     async with svc.engine.connect() as conn:
         units = await plan_units(conn, user_id, req.type, req.target, target_id)
-    job = new_job(
+    job = await new_job(
         svc,
         user_id=user_id,
         job_type=req.type,
@@ -102,7 +102,7 @@ async def retry(
         job_type = ProcessingType(parent.type)
         target = target_of(job_type, parent.params)
         units = await plan_units(conn, user_id, job_type, target, parent.target_id, retry_of=pid)
-    job = new_job(
+    job = await new_job(
         svc,
         user_id=user_id,
         job_type=job_type,

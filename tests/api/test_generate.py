@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from db.models import ProcessingEvent, ProcessingState, ProcessingUnit
-from domain.enums import ProcessingStatus, Scope, TargetType
+from domain.enums import ProcessingStatus, ProcessingType, Scope, TargetType
 from domain.workflow_io import SA_PROCESSING_STATUS, SA_PROCESSING_TYPE, SA_TARGET_ID, SA_USER_ID
 from settings import Settings
 from tests.api.conftest import serve
@@ -203,6 +203,62 @@ async def test_estimated_completion_per_type_and_scope(
             )
             row = await job_row(clean_db, data["processId"])
             assert row.estimated_completion_at - row.created_at == timedelta(seconds=seconds)
+
+
+async def finished_job(
+    jobs: Jobs,
+    user: uuid.UUID,
+    job_type: ProcessingType,
+    seconds: float,
+    status: ProcessingStatus = ProcessingStatus.COMPLETED,
+    units: int = 1,
+) -> None:
+    """A job created `seconds` ago that ends now with `status`."""
+    created_at = datetime.now(UTC) - timedelta(seconds=seconds)
+    if units == 1:
+        target_type = {ProcessingType.SUBGOAL_GENERATION: TargetType.GOAL}.get(job_type, TargetType.SUB_GOAL)
+        process_id = await jobs.pending(user, job_type, target_type, created_at=created_at)
+    else:
+        unit_list = [(uuid.uuid4(), TargetType.SUB_GOAL) for _ in range(units)]
+        process_id = await jobs.pending(
+            user, job_type, TargetType.GOAL, units=unit_list, created_at=created_at
+        )
+    await jobs.processing(process_id)
+    error = None if status is ProcessingStatus.COMPLETED else "AI_ERROR"
+    await jobs.finish(process_id, status, error_code=error)
+
+
+async def test_the_estimate_learns_from_recent_completed_jobs_of_the_same_type(
+    clean_db: AsyncEngine, api_settings: Callable[..., Settings], jobs: Jobs
+) -> None:
+    alice = await ensure_user(clean_db, "alice")
+    eight = await seed_tree(clean_db, alice, subgoals=8, actions=8)
+    small = await seed_tree(clean_db, alice, subgoals=1, actions=1)
+    for seconds in (2.1, 4.1, 40.1):
+        await finished_job(jobs, alice, ProcessingType.SUBGOAL_GENERATION, seconds)
+    await finished_job(jobs, alice, ProcessingType.SUBGOAL_GENERATION, 300, ProcessingStatus.FAILED)
+    # 8 units at concurrency 4 are two rounds of about 9.55 s
+    await finished_job(jobs, alice, ProcessingType.ACTION_GENERATION, 19.1, units=8)
+    cases = [
+        (subgoal(), 5),  # the median of 2.1, 4.1 and 40.1 s, rounded up; the failed job does not count
+        (ids("ACTION_GENERATION", subGoalId=str(small.subgoal_ids[0]), regenerate=True), 10),
+        (ids("ACTION_GENERATION", goalId=str(eight.goal_id), regenerate=True), 20),
+        (ids("TASK_GENERATION", actionId=str(small.action_ids[0])), 120),  # no history: the setting
+    ]
+    async with serve(api_settings(goal_scope_concurrency=4)) as http:
+        for body, seconds in cases:
+            response = await http.post(GENERATE, json=body, headers=ALICE)
+            assert response.status_code == 202, response.text
+            data = response.json()["data"]
+            eta = datetime.fromisoformat(data["estimatedCompletionTime"])
+            assert eta - datetime.fromisoformat(data["createdAt"]) == timedelta(seconds=seconds), body
+
+    async with serve(api_settings(eta_history_jobs=0)) as http:
+        response = await http.post(GENERATE, json=subgoal(), headers=ALICE)
+    data = response.json()["data"]
+    assert datetime.fromisoformat(data["estimatedCompletionTime"]) - datetime.fromisoformat(
+        data["createdAt"]
+    ) == timedelta(seconds=60)
 
 
 async def test_one_workflow_is_started_with_search_attributes(
