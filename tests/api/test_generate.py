@@ -179,6 +179,11 @@ async def test_the_row_is_pending_with_normalised_params_and_a_created_event(
     }
 
 
+def estimate(job: dict[str, Any]) -> timedelta:
+    """How far after its creation a started job is expected to complete."""
+    return datetime.fromisoformat(job["estimatedCompletionTime"]) - datetime.fromisoformat(job["createdAt"])
+
+
 async def test_estimated_completion_per_type_and_scope(
     clean_db: AsyncEngine, api_settings: Callable[..., Settings]
 ) -> None:
@@ -197,10 +202,7 @@ async def test_estimated_completion_per_type_and_scope(
             response = await http.post(GENERATE, json=body, headers=ALICE)
             assert response.status_code == 202, response.text
             data = response.json()["data"]
-            created = datetime.fromisoformat(data["createdAt"])
-            assert datetime.fromisoformat(data["estimatedCompletionTime"]) - created == timedelta(
-                seconds=seconds
-            )
+            assert estimate(data) == timedelta(seconds=seconds)
             row = await job_row(clean_db, data["processId"])
             assert row.estimated_completion_at - row.created_at == timedelta(seconds=seconds)
 
@@ -249,16 +251,11 @@ async def test_the_estimate_learns_from_recent_completed_jobs_of_the_same_type(
         for body, seconds in cases:
             response = await http.post(GENERATE, json=body, headers=ALICE)
             assert response.status_code == 202, response.text
-            data = response.json()["data"]
-            eta = datetime.fromisoformat(data["estimatedCompletionTime"])
-            assert eta - datetime.fromisoformat(data["createdAt"]) == timedelta(seconds=seconds), body
+            assert estimate(response.json()["data"]) == timedelta(seconds=seconds), body
 
     async with serve(api_settings(eta_history_jobs=0)) as http:
         response = await http.post(GENERATE, json=subgoal(), headers=ALICE)
-    data = response.json()["data"]
-    assert datetime.fromisoformat(data["estimatedCompletionTime"]) - datetime.fromisoformat(
-        data["createdAt"]
-    ) == timedelta(seconds=60)
+    assert estimate(response.json()["data"]) == timedelta(seconds=60)
 
 
 async def test_one_workflow_is_started_with_search_attributes(
