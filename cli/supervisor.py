@@ -95,8 +95,9 @@ class Supervisor:
         watched.started_at = time.monotonic()
         try:
             watched.service.start()
-        except ServiceStartError as exc:
-            self._schedule(watched, time.monotonic(), f"could not be restarted ({exc})")
+        except Exception as exc:  # whatever stopped this restart, the next one may succeed
+            cause = str(exc) if isinstance(exc, ServiceStartError) else f"{type(exc).__name__}: {exc}"
+            self._schedule(watched, time.monotonic(), f"could not be restarted ({cause})")
             return
         watched.restart_at = None
         self._say(f"{watched.service.name} restarted (pid {watched.service.pid}, restart {watched.restarts})")
