@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # A directive that fails the first job of a retry chain, so that a manual retry visibly succeeds.
-DEMO_FAULT = "#fault:subgoal:rejected:job1"
+DEMO_FAULT = "#fault:subgoal:server_error:job1"
 
 
 @dataclass(frozen=True, slots=True)

@@ -232,12 +232,16 @@ async def test_a_first_job_fault_fails_the_job_and_a_retry_through_the_api_succe
 ) -> None:
     settings = make_settings(ai_offline_faults=True)
     auth = bearer("retry-demo-user", settings.jwt_secret)
-    title = f"{GOAL['title']} #fault:subgoal:rejected:job1"
+    title = f"{GOAL['title']} #fault:subgoal:server_error:job1"
     async with worker_for(settings), serve(settings) as http:
         first = await start(http, auth, subgoal_body(title=title))
         assert estimate_seconds(first) == settings.estimate_seconds_subgoal  # nothing learned yet
         failed = await wait_terminal(http, auth, first["processId"])
-        assert (failed["status"], failed["error"]["code"]) == ("FAILED", "AI_REQUEST_REJECTED")
+        assert (failed["status"], failed["error"]["code"], failed["error"]["retryable"]) == (
+            "FAILED",
+            "AI_ERROR",
+            True,
+        )
 
         retry = await http.post(f"/api/ai/async/retry/{first['processId']}", headers=auth)
         assert retry.status_code == 202, retry.text

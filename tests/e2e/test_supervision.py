@@ -68,7 +68,7 @@ def test_a_killed_worker_or_api_process_is_restarted_and_the_job_in_flight_compl
     )
     assert "offline" in system.banner_line("AI provider:")
     assert "3000 ms a call" in system.banner_line("AI provider:")
-    assert "#fault:subgoal:rejected:job1" in system.log()
+    assert "#fault:subgoal:server_error:job1" in system.log()
     assert system.banner_line("API:").endswith("(2 processes)")
     metrics_urls = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in range(3)]
     for url, what in zip(metrics_urls, ["API process 1", "API process 2", "worker"], strict=True):
