@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
+from typing import Any
 from uuid import UUID
 
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -30,6 +31,7 @@ from domain.workflow_io import (
     SA_TARGET_ID,
     SA_USER_ID,
     GenerationInput,
+    WorkflowSummary,
     workflow_id_for,
 )
 from settings import Settings
@@ -79,13 +81,16 @@ class TemporalConnection:
         )
 
 
-async def start_generation(client: Client, job: GenerationInput, settings: Settings) -> None:
+async def start_generation(
+    client: Client, job: GenerationInput, settings: Settings
+) -> WorkflowHandle[Any, WorkflowSummary]:
     deadline = (
         settings.goal_scope_deadline_seconds if job.scope is Scope.GOAL else settings.job_deadline_seconds
     )
-    await client.start_workflow(
+    return await client.start_workflow(
         WORKFLOW_TYPE,
         job,
+        result_type=WorkflowSummary,
         id=workflow_id_for(job.process_id),
         task_queue=settings.temporal_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

@@ -58,6 +58,14 @@ class InternalSignal(StrEnum):
     JOB_NOT_ACTIVE = "JOB_NOT_ACTIVE"
 
 
+class InternalSignalError(Exception):
+    """STALE_RUN or JOB_NOT_ACTIVE: the caller must stop and write nothing (spec 6.3)."""
+
+    def __init__(self, signal: InternalSignal) -> None:
+        super().__init__(signal.value)
+        self.signal = signal
+
+
 @dataclass(frozen=True, slots=True)
 class CatalogueEntry:
     code: ErrorCode

@@ -27,8 +27,7 @@ from api.auth import JwksKeys
 from db.models import User
 from db.users import Identity, UserDirectory
 from settings import DEV_JWT_SECRET, Settings
-from tests.api.conftest import serve
-from tests.api.support import assert_error, bearer
+from tests.support.api import assert_error, bearer, serve
 
 STATUS = f"/api/ai/async/status/{uuid.uuid4()}"
 ISSUER = "https://cognito-idp.ap-northeast-1.amazonaws.com/pool"

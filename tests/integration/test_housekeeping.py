@@ -7,7 +7,7 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
@@ -15,7 +15,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Worker
 
 from cli.temporal_server import find_temporal_cli
-from db.repository import JobRepository, NewJob
+from db.repository import JobRepository
 from domain.enums import ProcessingType, Scope, TargetType
 from domain.workflow_io import (
     RECONCILER_SCHEDULE_ID,
@@ -27,8 +27,7 @@ from domain.workflow_io import (
     workflow_id_for,
 )
 from settings import Settings
-from tests.conftest import make_user, start_subgoal_job, subgoal_params, wait_status
-from tests.integration.test_subgoal_workflow import events
+from tests.support.jobs import Jobs, events, make_user, start_subgoal_job, subgoal_params, wait_status
 from workflows.schedules import ensure_schedules
 
 
@@ -62,20 +61,9 @@ async def age(repo: JobRepository, process_id: uuid.UUID, **intervals: str) -> N
 
 async def pending_row(repo: JobRepository, user: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID]:
     """A PENDING SUBGOAL row with no workflow started for it: (process id, target id)."""
-    process_id, target_id, now = uuid.uuid4(), uuid.uuid4(), datetime.now(UTC)
-    await repo.create_job(
-        NewJob(
-            process_id=process_id,
-            user_id=user,
-            type=ProcessingType.SUBGOAL_GENERATION,
-            target_type=TargetType.GOAL,
-            target_id=target_id,
-            params=subgoal_params(),
-            total_units=1,
-            created_at=now,
-            estimated_completion_at=now,
-            request_id=None,
-        )
+    target_id = uuid.uuid4()
+    process_id = await Jobs(repo).pending(
+        user, ProcessingType.SUBGOAL_GENERATION, TargetType.GOAL, target_id, params=subgoal_params()
     )
     return process_id, target_id
 

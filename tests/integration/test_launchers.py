@@ -26,7 +26,8 @@ from cli.postgres import EmbeddedPostgres
 from cli.processes import ManagedProcess, PortInUseError
 from cli.temporal_server import DevTemporalServer
 from domain.workflow_io import SEARCH_ATTRIBUTES
-from tests.support.processes import free_ports, process_tree, still_running
+from tests.support.processes import process_tree, still_running
+from tests.support.servers import free_ports
 
 
 def conninfo(server: EmbeddedPostgres) -> str:

@@ -17,7 +17,7 @@ import pytest
 from cli.postgres import EmbeddedPostgres
 from cli.processes import Command
 from cli.supervisor import Supervisor
-from tests.support.processes import free_ports
+from tests.support.servers import free_ports
 
 
 def run_until(supervisor: Supervisor, done: Callable[[], bool], timeout: float = 30.0) -> None:

@@ -16,17 +16,12 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import subgoal_params
-from tests.support.processes import free_ports, still_running
+from tests.support.processes import still_running
+from tests.support.servers import REPO_ROOT, free_ports
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 120.0
 JOB_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
-
-
-def subgoal_request(**params: str) -> dict[str, Any]:
-    return {"type": "SUBGOAL_GENERATION", "params": subgoal_params(**params)}
 
 
 @dataclass

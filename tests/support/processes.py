@@ -1,20 +1,8 @@
-"""Free ports and process trees, for tests that start real servers."""
+"""Process trees of the real servers tests start, and which of their processes still run."""
 
 from __future__ import annotations
 
-import socket
-from contextlib import ExitStack
-
 import psutil
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free ports: all sockets are held open together so the kernel cannot hand one out twice."""
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def process_tree(pid: int) -> list[psutil.Process]:

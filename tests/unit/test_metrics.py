@@ -28,6 +28,7 @@ from tests.support.metrics_probe import (
     installed,
     labels,
 )
+from tests.support.servers import free_port
 
 SUBGOAL = "SUBGOAL_GENERATION"
 
@@ -217,12 +218,6 @@ def test_an_exporter_that_raises_is_contained_by_the_guard(caplog: pytest.LogCap
     finally:
         metrics.install(None)  # the final collection at shutdown fails the same way
     assert set(emit_failures(caplog)) == {"export"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def listening_addresses(port: int) -> set[str]:
