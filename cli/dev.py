@@ -177,7 +177,8 @@ def _start_all(
         supervisor.start(_api_process(api_socket, index, args.api_workers, env, metrics))
 
     api_url = f"http://{LOCALHOST}:{args.api_port}"
-    _wait_for_health(api_url, supervisor)
+    metrics_urls = [url for _, url in metrics.urls()] if metrics else []
+    _wait_until_serving([f"{api_url}/health", *metrics_urls], supervisor)
     endpoints = Endpoints(
         api_url=api_url,
         api_processes=args.api_workers,
@@ -236,19 +237,20 @@ def _with(env: Mapping[str, str], **values: str) -> dict[str, str]:
     return {k: v for k, v in env.items() if k.upper() not in names} | values
 
 
-def _wait_for_health(api_url: str, supervisor: Supervisor) -> None:
+def _wait_until_serving(urls: list[str], supervisor: Supervisor) -> None:
+    """Wait until every URL answers 200: the API's /health and, when served, each process's /metrics
+    (the only sign that a particular API process or the worker is up)."""
     deadline = time.monotonic() + _HEALTH_TIMEOUT_SECONDS
-    while True:
-        exited = supervisor.first_exit()
-        if exited is not None:
-            raise ServiceStartError(f"{exited} while starting")
-        try:
-            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise ServiceStartError(
-                f"the API did not answer {api_url}/health within {_HEALTH_TIMEOUT_SECONDS:g} s"
-            )
-        time.sleep(0.2)
+    for url in urls:
+        while True:
+            exited = supervisor.first_exit()
+            if exited is not None:
+                raise ServiceStartError(f"{exited} while starting")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise ServiceStartError(f"{url} did not answer within {_HEALTH_TIMEOUT_SECONDS:g} s")
+            time.sleep(0.2)
