@@ -26,6 +26,7 @@ EXPOSED_HEADERS = [
     "X-RateLimit-Limit",
     "X-RateLimit-Remaining",
     "X-RateLimit-Reset",
+    "Idempotent-Replayed",
 ]
 
 
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "Accept-Language",
                 "X-Request-ID",
                 "Last-Event-ID",
+                "Idempotency-Key",
             ],
             expose_headers=EXPOSED_HEADERS,
         )

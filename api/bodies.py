@@ -17,6 +17,7 @@ from uuid import UUID
 from api.fields import FieldError, FieldMessage, InvalidFields, parse_offset_datetime, parse_uuid
 from domain.enums import ProcessingType, Scope, TargetType
 from domain.errors import ErrorCode
+from domain.storable import escaped, surrogate_paths
 from domain.text import InjectionDetected, code_points, sanitize_field
 from domain.timefmt import iso_ms
 
@@ -53,7 +54,7 @@ class _Errors:
     def unknown_keys(self, obj: dict[str, Any], allowed: Sequence[str], prefix: str = "") -> None:
         for key in obj:
             if key not in allowed:
-                self.add(prefix + key, FieldMessage.UNKNOWN_FIELD)
+                self.add(prefix + escaped(key), FieldMessage.UNKNOWN_FIELD)
 
     def raise_if_any(self) -> None:
         if self.schema:
@@ -86,6 +87,8 @@ def parse_object(raw: bytes) -> dict[str, Any]:
         raise InvalidFields([FieldError("body", FieldMessage.BODY_NOT_JSON)]) from None
     if not isinstance(value, dict):
         raise InvalidFields([FieldError("body", FieldMessage.BODY_NOT_OBJECT)])
+    if bad := surrogate_paths(value):  # not Unicode text: nothing can normalise, store or echo it
+        raise InvalidFields([FieldError(path, FieldMessage.INVALID_CHARACTER) for path in bad])
     return value
 
 

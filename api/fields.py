@@ -31,6 +31,7 @@ class FieldMessage(Enum):
     )
     UNKNOWN_FIELD = ("不明なフィールドです", "Unknown field.")
     NOT_A_STRING = ("文字列である必要があります", "Must be a string.")
+    INVALID_CHARACTER = ("使用できない文字が含まれています", "Contains a character that cannot be used.")
     PARAMS_REQUIRED = ("paramsは必須です", "params is required.")
     TITLE_REQUIRED = ("目標タイトルは必須です", "The goal title is required.")
     TITLE_TOO_LONG = (
@@ -93,6 +94,10 @@ class FieldMessage(Enum):
     AFTER_INVALID = ("afterは0以上の整数である必要があります", "after must be an integer of at least 0.")
     LIMIT_INVALID = ("limitは1から500の整数である必要があります", "limit must be an integer from 1 to 500.")
     PATH_ID_INVALID = ("有効なUUID形式で指定してください", "Specify a valid UUID.")
+    IDEMPOTENCY_KEY_INVALID = (
+        "Idempotency-Keyは1〜255文字の表示可能なASCII文字で指定してください",
+        "Idempotency-Key must be 1 to 255 visible ASCII characters.",
+    )
     PROMPT_INJECTION = (
         "プロンプトインジェクションの可能性がある入力が検出されました",
         "The input looks like a prompt-injection attempt.",
@@ -123,7 +128,7 @@ class InvalidFields(AppError):
 
 def parse_offset_datetime(value: object) -> datetime | None:
     """An ISO-8601 date-time with ``Z`` or a numeric offset (never a bare date or local time), else None."""
-    if not isinstance(value, str) or not _DATE_TIME_WITH_OFFSET.match(value):
+    if not isinstance(value, str) or not _DATE_TIME_WITH_OFFSET.fullmatch(value):
         return None
     try:
         return datetime.fromisoformat(value)
@@ -133,6 +138,6 @@ def parse_offset_datetime(value: object) -> datetime | None:
 
 def parse_uuid(value: object) -> UUID | None:
     """A UUID in the 8-4-4-4-12 hex form (any version digit), else None."""
-    if isinstance(value, str) and UUID_PATTERN.match(value):
+    if isinstance(value, str) and UUID_PATTERN.fullmatch(value):
         return UUID(value)
     return None

@@ -17,6 +17,7 @@ from api.temporal_gateway import start_generation
 from db.durations import recent_completed
 from db.models import ProcessingState
 from db.repository import JobRepository
+from db.users import Identity
 from domain.enums import ProcessingType, TargetType
 from domain.errors import AppError, ErrorCode
 from domain.eta import HISTORY_WINDOW, estimated_completion_at, learned_estimate_seconds
@@ -78,16 +79,20 @@ def new_job(
 
 
 async def launch(
-    jobs: JobRepository, temporal: Callable[[], Awaitable[Client]], settings: Settings, job: NewJob
+    jobs: JobRepository,
+    temporal: Callable[[], Awaitable[Client]],
+    settings: Settings,
+    job: NewJob,
+    owner: Identity,
 ) -> WorkflowHandle[Any, WorkflowSummary]:
     """Insert the PENDING row, then start the workflow (``temporal`` gives the client) and return its
     handle. A failed start ends the row FAILED and answers 503 WORKFLOW_START_ERROR, so no row stays
-    PENDING forever."""
+    PENDING forever. ``owner`` is the token identity of the job's user (operators search by it)."""
     await jobs.create_job(job)
     fields = {"processId": str(job.process_id), "workflowId": workflow_id_for(job.process_id)}
     try:
         client = await temporal()
-        handle = await start_generation(client, job.workflow_input(), settings)
+        handle = await start_generation(client, job.workflow_input(), settings, owner)
     except Exception as exc:  # any failure to reach Temporal or to start is the same outcome for the user
         cause = _one_line(exc)
         log_event(logging.ERROR, "workflow_start_failed", "workflow start failed", cause=cause, **fields)

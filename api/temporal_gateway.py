@@ -24,12 +24,15 @@ from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api.log_context import log_event
+from db.users import Identity
 from domain.enums import ProcessingStatus, Scope
 from domain.workflow_io import (
     SA_PROCESSING_STATUS,
     SA_PROCESSING_TYPE,
     SA_TARGET_ID,
     SA_USER_ID,
+    SA_USER_ISSUER,
+    SA_USER_SUBJECT,
     GenerationInput,
     WorkflowSummary,
     workflow_id_for,
@@ -82,7 +85,7 @@ class TemporalConnection:
 
 
 async def start_generation(
-    client: Client, job: GenerationInput, settings: Settings
+    client: Client, job: GenerationInput, settings: Settings, owner: Identity
 ) -> WorkflowHandle[Any, WorkflowSummary]:
     deadline = (
         settings.goal_scope_deadline_seconds if job.scope is Scope.GOAL else settings.job_deadline_seconds
@@ -102,6 +105,8 @@ async def start_generation(
                 SearchAttributePair(SA_PROCESSING_STATUS, ProcessingStatus.PENDING.value),
                 SearchAttributePair(SA_USER_ID, str(job.user_id)),
                 SearchAttributePair(SA_TARGET_ID, str(job.target_id)),
+                SearchAttributePair(SA_USER_SUBJECT, owner.subject),
+                *([SearchAttributePair(SA_USER_ISSUER, owner.issuer)] if owner.issuer else []),
             ]
         ),
         rpc_timeout=RPC_TIMEOUT,

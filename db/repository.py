@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db import reads
 from db.engine import db_error
+from db.hierarchy import refuse_conflicting_jobs
 from db.models import ProcessingState, ProcessingUnit
 from db.persist import SAVERS
 from db.results import target_scope_result
@@ -61,6 +62,9 @@ class JobRepository:
         parent."""
         try:
             async with transaction(self.engine) as tx:
+                await refuse_conflicting_jobs(
+                    tx.conn, job.user_id, job.target_type, job.target_id, job.parent_process_id
+                )
                 row = (
                     await tx.conn.execute(
                         insert(PS)

@@ -10,20 +10,23 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api import sse
 from api.bodies import target_of, validate_cancel_body, validate_generate, validate_retry_body
-from api.deps import Body, Lang, ReadUser, ServicesDep, WriteUser
+from api.deps import Body, Lang, Owner, ReadUser, ServicesDep, WriteUser
 from api.envelope import success
+from api.idempotency import idempotent
 from api.launch import completed_history, launch, new_job
 from api.log_context import log_event
+from api.services import Services
 from api.targets import plan_units
 from api.temporal_gateway import cancel_generation
 from api.validation import events_page_query, history_query, path_id, stream_cursor
 from api.views import accepted_view, cancelled_view, event_view, history_item, status_view
 from db import reads
+from db.users import Identity
 from domain.enums import ProcessingStatus, ProcessingType
 from domain.errors import AppError, ErrorCode
 from domain.jobs import USER_CANCEL_REASON, NewJob
@@ -52,8 +55,18 @@ def _accepted(job: NewJob, trigger: metrics.Trigger) -> JSONResponse:
     return success(accepted_view(job), status_code=202, headers=location)
 
 
-@router.post("/generate")
-async def generate(request: Request, svc: ServicesDep, user_id: WriteUser, body: Body) -> JSONResponse:
+@router.post("/generate", response_model=None)
+async def generate(
+    request: Request, svc: ServicesDep, user_id: WriteUser, owner: Owner, body: Body, lang: Lang
+) -> Response:
+    return await idempotent(
+        svc, request, user_id, body, lang, lambda: _generate(request, svc, user_id, owner, body)
+    )
+
+
+async def _generate(
+    request: Request, svc: Services, user_id: UUID, owner: Identity, body: bytes
+) -> JSONResponse:
     req = validate_generate(body, datetime.now(UTC))
     target_id = req.target.target_id or uuid.uuid4()  # a new goal's id is reserved now
     async with svc.engine.connect() as conn:
@@ -70,7 +83,7 @@ async def generate(request: Request, svc: ServicesDep, user_id: WriteUser, body:
         units=units,
         request_id=request.state.request_id,
     )
-    await launch(svc.jobs, svc.temporal.client, svc.settings, job)
+    await launch(svc.jobs, svc.temporal.client, svc.settings, job, owner)
     log_event(
         logging.INFO, "job_accepted", "job accepted", processId=str(job.process_id), type=req.type.value
     )
@@ -85,9 +98,23 @@ async def status(svc: ServicesDep, user_id: ReadUser, lang: Lang, process_id: Pr
     return success(status_view(view, lang))
 
 
-@router.post("/retry/{processId}")
+@router.post("/retry/{processId}", response_model=None)
 async def retry(
-    request: Request, svc: ServicesDep, user_id: WriteUser, body: Body, process_id: ProcessId
+    request: Request,
+    svc: ServicesDep,
+    user_id: WriteUser,
+    owner: Owner,
+    body: Body,
+    lang: Lang,
+    process_id: ProcessId,
+) -> Response:
+    return await idempotent(
+        svc, request, user_id, body, lang, lambda: _retry(request, svc, user_id, owner, body, process_id)
+    )
+
+
+async def _retry(
+    request: Request, svc: Services, user_id: UUID, owner: Identity, body: bytes, process_id: str
 ) -> JSONResponse:
     pid = path_id(process_id)
     validate_retry_body(body)
@@ -116,7 +143,7 @@ async def retry(
         request_id=request.state.request_id,
         parent=parent,
     )
-    await launch(svc.jobs, svc.temporal.client, svc.settings, job)
+    await launch(svc.jobs, svc.temporal.client, svc.settings, job, owner)
     log_event(
         logging.INFO,
         "retry_accepted",

@@ -121,7 +121,8 @@ async def test_only_failed_or_timed_out_jobs_can_be_retried(
     pending = await jobs.pending(alice, target_id=tree.subgoal_ids[0])
     processing = await jobs.pending(alice, target_id=tree.subgoal_ids[1])
     await jobs.processing(processing)
-    completed = await jobs.pending(alice, ProcessingType.ACTION_GENERATION, TargetType.GOAL, tree.goal_id)
+    other_goal = (await seed_tree(clean_db, alice, subgoals=1)).goal_id  # free of the jobs above
+    completed = await jobs.pending(alice, ProcessingType.ACTION_GENERATION, TargetType.GOAL, other_goal)
     await jobs.processing(completed)
     await jobs.finish(completed, ProcessingStatus.COMPLETED)
     cancelled = await jobs.pending(alice, target_id=tree.subgoal_ids[3])

@@ -29,6 +29,7 @@ EXPECTED_TABLES = {
     "processing_units",
     "processing_events",
     "rate_limit_windows",
+    "idempotency_keys",
 }
 
 
@@ -53,6 +54,8 @@ def test_upgrade_creates_everything_and_downgrade_removes_it() -> None:
             "ix_ps_root",
             "ix_ps_completed",
         } <= ps_indexes
+        assert {i["name"] for i in insp.get_indexes("idempotency_keys")} == {"ix_idempotency_keys_created_at"}
+        assert insp.get_pk_constraint("idempotency_keys")["constrained_columns"] == ["user_id", "key"]
         with eng.connect() as conn:
             enums = set(conn.execute(text("SELECT typname FROM pg_type WHERE typtype='e'")).scalars())
         assert {

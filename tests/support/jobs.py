@@ -12,15 +12,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.worker import Worker
 
 from ai.factory import build_provider
 from api.launch import launch, new_job
+from db.models import User
 from db.repository import JobRepository
 from db.transitions import RunStatus
+from db.users import Identity
 from domain.enums import ActionType, EventType, ProcessingStatus, ProcessingType, Scope, TargetType
 from domain.errors import AppError, ErrorCode
 from domain.generation import ActionItem, GeneratedUnit, GenerationMetadata, SubGoalItem
@@ -101,7 +103,9 @@ async def start_job(
     async def connected() -> Client:
         return client
 
-    return job.process_id, await launch(repo, connected, settings, job)
+    async with repo.engine.connect() as conn:
+        owner = (await conn.execute(select(User.issuer, User.subject).where(User.id == user_id))).one()
+    return job.process_id, await launch(repo, connected, settings, job, Identity(*owner))
 
 
 async def start_subgoal_job(
