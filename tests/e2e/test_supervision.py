@@ -31,7 +31,7 @@ from tests.support.mandala_dev import (
     wait_for_status,
 )
 from tests.support.processes import still_running
-from tests.support.servers import free_ports
+from tests.support.servers import free_port_run, free_ports
 
 GENERATE = "/api/ai/async/generate"
 
@@ -55,18 +55,16 @@ def kill(process: psutil.Process) -> None:
 def test_a_killed_worker_or_api_process_is_restarted_and_the_job_in_flight_completes(
     launcher: DevLauncher, data_dir: Path
 ) -> None:
-    metrics_port = free_ports(1)[0]
     system = launcher.start(
         data_dir,
         "--api-workers",
         "2",
         "--ai-latency-ms",
         "3000",
-        "--metrics-port",
-        str(metrics_port),
         # a lost worker's AI call is retried elsewhere after this heartbeat timeout
         env={"HEARTBEAT_TIMEOUT_SECONDS": "2"},
     )
+    metrics_port = system.metrics_port
     assert "offline" in system.banner_line("AI provider:")
     assert "3000 ms a call" in system.banner_line("AI provider:")
     assert "#fault:subgoal:server_error:job1" in system.log()
@@ -206,7 +204,7 @@ def test_a_second_mandala_dev_on_the_same_data_directory_is_refused(data_dir: Pa
 
 @pytest.mark.parametrize("taken", ["API", "worker"])
 def test_a_metrics_port_in_use_is_reported(data_dir: Path, taken: str) -> None:
-    metrics_port, api_port = free_ports(2)
+    metrics_port, api_port = free_port_run(2), free_ports(1)[0]
     busy_port = metrics_port if taken == "API" else metrics_port + 1
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", busy_port))

@@ -17,11 +17,12 @@ import psutil
 import pytest
 
 from tests.support.processes import still_running
-from tests.support.servers import REPO_ROOT, free_ports
+from tests.support.servers import REPO_ROOT, free_port_run, free_ports
 
 START_TIMEOUT = 120.0
 JOB_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
+METRICS_PORTS = 8  # enough for --api-workers up to 7
 
 
 @dataclass
@@ -32,6 +33,7 @@ class DevSystem:
     temporal_address: str
     ui_url: str
     pg_port: int
+    metrics_port: int  # the first API process's; the others and the worker follow
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -82,9 +84,10 @@ class DevLauncher:
 
     def start(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> DevSystem:
         api_port, temporal_port, ui_port, pg_port = free_ports(4)
+        metrics_port = free_port_run(METRICS_PORTS)
         log_path = self.tmp_path / f"mandala-dev-{len(self.started)}.log"
         ports = ["--api-port", str(api_port), "--temporal-port", str(temporal_port)]
-        ports += ["--ui-port", str(ui_port), "--pg-port", str(pg_port)]
+        ports += ["--ui-port", str(ui_port), "--pg-port", str(pg_port), "--metrics-port", str(metrics_port)]
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "cli.main", "dev", "--data-dir", str(data_dir), *ports, *args],
@@ -101,6 +104,7 @@ class DevLauncher:
             f"127.0.0.1:{temporal_port}",
             f"http://127.0.0.1:{ui_port}",
             pg_port,
+            metrics_port,
         )
         self.started.append(system)
         self._wait_ready(system)
