@@ -1,4 +1,5 @@
-"""The `mandala` command: `mandala dev` runs the whole system locally, `mandala token` prints a dev JWT."""
+"""The `mandala` command: `mandala dev` runs the whole system locally, `mandala token` prints a dev JWT;
+the client commands (generate, jobs, show, all) live in cli/client/."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
+from api.dev_tokens import dev_token_for
 from cli import dev
 from cli.argtypes import positive_int
-from cli.token import issue_dev_token
+from cli.client import commands as client
 from settings import get_settings
 
 _MAX_SUBJECT_LENGTH = 255  # users.subject is varchar(255)
@@ -23,6 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "token":
         return _token(args)
+    if args.command in client.COMMANDS:
+        return client.run(args)
     dev.check_arguments(parser, args)
     _exit_now(dev.run(args))
 
@@ -48,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
             "persists in --data-dir. Ctrl+C stops everything.",
         )
     )
+    client.register(commands)
     return parser
 
 
@@ -67,11 +72,7 @@ def _token(args: argparse.Namespace) -> int:
     if settings.auth_mode != "hs256":
         print("mandala token: development tokens need AUTH_MODE=hs256", file=sys.stderr)
         return 1
-    extra = {"aud": settings.jwt_audience} if settings.jwt_audience else None
-    token = issue_dev_token(
-        args.sub, settings.jwt_secret, args.expires_in, issuer=settings.jwt_issuer, extra=extra
-    )
-    print(token)
+    print(dev_token_for(settings, args.sub, args.expires_in))
     return 0
 
 
