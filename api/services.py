@@ -10,6 +10,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.auth import TokenVerifier, make_verifier
+from api.launch import CompletedHistory
 from api.rate_limit import Bucket, RateLimiter
 from api.temporal_gateway import TemporalConnection
 from db.engine import make_engine
@@ -30,6 +31,7 @@ class Services:
     limiter: RateLimiter
     verifier: TokenVerifier
     temporal: TemporalConnection
+    history: CompletedHistory
 
 
 @asynccontextmanager
@@ -53,6 +55,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 limiter=RateLimiter(engine, limits),
                 verifier=make_verifier(settings, http),
                 temporal=temporal,
+                history=CompletedHistory(settings),
             )
     finally:
         await engine.dispose()

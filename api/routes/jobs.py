@@ -98,8 +98,10 @@ async def _generate(
     target_id = req.target.target_id or uuid.uuid4()  # a new goal's id is reserved now
     async with svc.engine.connect() as conn:
         units = await plan_units(conn, user_id, req.type, req.target, target_id)
+        history = await svc.history.of(conn, req.type)
     job = new_job(
         svc.settings,
+        history=history,
         user_id=user_id,
         job_type=req.type,
         params=req.params,
@@ -175,8 +177,10 @@ async def _retry(
         job_type = ProcessingType(parent.type)
         target = target_of(job_type, parent.params)
         units = await plan_units(conn, user_id, job_type, target, parent.target_id, retry_of=pid)
+        history = await svc.history.of(conn, job_type)
     job = new_job(
         svc.settings,
+        history=history,
         user_id=user_id,
         job_type=job_type,
         params=parent.params,
