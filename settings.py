@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_JWT_SECRET = "mandala-dev-secret-change-me-0123456789abcdef"
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:55432/mandala"
+# The Prometheus port of each process when METRICS_PORT is not set.
+DEFAULT_METRICS_PORTS = {"api": 9464, "worker": 9465}
 
 
 class AppEnv(StrEnum):
@@ -84,6 +86,7 @@ class Settings(BaseSettings):
     estimate_seconds_subgoal: int = Field(default=60, ge=1)
     estimate_seconds_action: int = Field(default=180, ge=1)
     estimate_seconds_task: int = Field(default=120, ge=1)
+    eta_history_jobs: int = Field(default=20, ge=0, le=1000)
 
     # Worker (docs/operations.md, "Sizing a worker")
     worker_max_cached_workflows: int = Field(default=1000, ge=0, le=100_000)
@@ -99,6 +102,7 @@ class Settings(BaseSettings):
     # Observability (spec 8.3)
     metrics_enabled: bool = True
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
     otel_exporter_otlp_endpoint: str | None = None
 
     @field_validator("cors_allow_origins", mode="before")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from fastapi.telemetry import TelemetryConfig
+from fastapi_offline import FastAPIOffline
 
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
+from api.openapi import install_openapi, operation_id
 from api.routes import goals, health, jobs
 from api.routes.page import install_page
 from api.services import open_services
@@ -18,6 +21,7 @@ from observability import metrics
 from observability.tracing import init_tracing
 from settings import AppEnv, Settings, get_settings
 
+API_VERSION = version("goal-mandala")
 EXPOSED_HEADERS = [
     "X-Request-ID",
     "Location",
@@ -43,13 +47,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.services = services
             yield
 
-    app = FastAPI(
-        title="Goal mandala generation API",
-        lifespan=lifespan,
-        docs_url=None if production else "/docs",
-        redoc_url=None,
-        openapi_url=None if production else "/openapi.json",
-    )
+    # RequestContextMiddleware opens the server span and records http.server.duration (spec 8.3).
+    no_telemetry: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+    if production:
+        app = FastAPI(
+            lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, telemetry=no_telemetry
+        )
+    else:  # Swagger UI from the package's own files: /docs works without internet
+        app = FastAPIOffline(
+            title="Goal mandala generation API",
+            version=API_VERSION,
+            lifespan=lifespan,
+            docs_url="/docs",
+            redoc_url=None,
+            openapi_url="/openapi.json",
+            generate_unique_id_function=operation_id,
+            telemetry=no_telemetry,
+        )
+        install_openapi(app)
     app.include_router(jobs.router)
     app.include_router(goals.router)
     app.include_router(health.router)
@@ -70,9 +85,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ],
             expose_headers=EXPOSED_HEADERS,
         )
+    # Outermost of ours: its span, http.server.duration and log line see every response, 500s included.
     app.add_middleware(RequestContextMiddleware)
-    # Outermost: the server span and http.server.duration (ApiErrors) see every response, 500s included.
-    FastAPIInstrumentor.instrument_app(
-        app, meter_provider=metrics.meter_provider(), exclude_spans=["receive", "send"]
-    )
     return app

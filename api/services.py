@@ -23,6 +23,7 @@ from settings import Settings
 class Services:
     settings: Settings
     engine: AsyncEngine
+    autocommit: AsyncEngine  # the same pool, for single-statement reads: no BEGIN/ROLLBACK round trips
     jobs: JobRepository
     idempotency: IdempotencyStore
     users: UserDirectory
@@ -45,6 +46,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             yield Services(
                 settings=settings,
                 engine=engine,
+                autocommit=engine.execution_options(isolation_level="AUTOCOMMIT"),
                 jobs=JobRepository(engine),
                 idempotency=IdempotencyStore(engine),
                 users=UserDirectory(engine),

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.response_shapes import Event
 from api.views import event_view
 from db import reads
 from domain.enums import ProcessingStatus
@@ -21,7 +21,7 @@ BATCH = 500
 HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
-def sse_frame(data: dict[str, Any]) -> str:
+def sse_frame(data: Event) -> str:
     body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     return f"id: {data['seq']}\nevent: {data['type']}\ndata: {body}\n\n"
 

@@ -35,6 +35,7 @@ from bench.services import (
     Workers,
     api,
     percentiles,
+    quiet_worker_env,
     seen_in_status,
     services,
     start_jobs,
@@ -86,16 +87,7 @@ async def scenario(
 async def main(jobs: int, ai_seconds: float, temporal_down: float, db_down: float) -> None:
     async with services() as svc:
         settings = svc.settings()
-        workers = Workers(
-            svc,
-            settings,
-            {
-                "AI_OFFLINE_LATENCY_MS": str(int(ai_seconds * 1000)),
-                "METRICS_ENABLED": "false",
-                "SCHEDULES_ENABLED": "false",
-                "LOG_LEVEL": "WARN",
-            },
-        )
+        workers = Workers(svc, settings, quiet_worker_env(int(ai_seconds * 1000)))
         workers.start()
         workers.start()
         try:

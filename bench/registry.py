@@ -27,7 +27,10 @@ class Benchmark:
 BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("job_latency", ("--jobs", "60", "--runs", "3"), ("--jobs", "2", "--runs", "1")),
     Benchmark("inflight", ("--jobs", "500", "--ai-ms", "2000"), ("--jobs", "4", "--ai-ms", "100")),
-    Benchmark("status_reads", ("--requests", "2000", "--runs", "3"), ("--requests", "20", "--runs", "1")),
+    Benchmark("status_reads", ("--seconds", "5", "--runs", "3"), ("--smoke",)),
+    Benchmark(
+        "start_latency", ("--rate", "50", "--seconds", "30", "--burst", "200", "--runs", "1"), ("--smoke",)
+    ),
     Benchmark(
         "control_latency",
         ("--jobs", "20", "--ran-for", "15"),

@@ -73,6 +73,9 @@ TRY = workflow.ActivityCancellationType.TRY_CANCEL
 # Runs started before this patch wait for generate_unit to acknowledge a cancel and leave the search
 # attribute alone on failure; runs after it neither wait (TRY_CANCEL) nor leave it PROCESSING.
 PROMPT_CONTROL_PATCH = "prompt-cancel-and-final-search-attribute"
+# Runs after this patch that end quietly (the row already ended) show the row's status in ProcessingStatus
+# instead of leaving PENDING/PROCESSING behind.
+QUIET_STATUS_PATCH = "quiet-run-shows-row-status"
 # Runs started before this patch call mark_processing and plan_units (two local activities, two
 # transactions); runs after it call begin_job, which does both in one.
 BEGIN_JOB_PATCH = "begin-job-in-one-write"
@@ -114,6 +117,7 @@ class GenerationWorkflow:
         self._rejected = False
         self._operator_reason: str | None = None
         self._prompt = False
+        self._row_status: str | None = None
         self._begun: BeginResult | None = None
 
     @workflow.query
@@ -165,8 +169,9 @@ class GenerationWorkflow:
             if is_cancelled_exception(err):
                 await self._cancelled(inp)
                 raise
-            code, _ = failure_of(err)
+            code, details = failure_of(err)
             if code in INTERNAL:
+                self._refused(details)
                 return self._quiet(inp)
             raise ApplicationError(code, type=code, non_retryable=True) from err
         self._progress = marked.progress
@@ -243,7 +248,17 @@ class GenerationWorkflow:
             non_retryable=True,
         )
 
+    def _refused(self, details: Mapping[str, str] | None) -> None:
+        """An activity refused this run (STALE_RUN or JOB_NOT_ACTIVE): stop, keeping the row's status."""
+        self._stop = True
+        self._row_status = (details or {}).get("rowStatus", self._row_status)
+
     def _quiet(self, inp: GenerationInput) -> WorkflowSummary:
+        """The end of a run that the row refused: nothing written. Operators see the row's final status
+        rather than the PENDING/PROCESSING this run last said (runs before the patch leave it)."""
+        row = ProcessingStatus(self._row_status) if self._row_status else None
+        if row is not None and row.is_terminal and workflow.patched(QUIET_STATUS_PATCH):
+            self._set_status(row)
         return WorkflowSummary(outcome="ROW_ALREADY_TERMINAL", process_id=inp.process_id)
 
     async def _work(self, inp: GenerationInput) -> bool:
@@ -272,7 +287,7 @@ class GenerationWorkflow:
             except ACTIVITY_FAILURE as err:
                 code, details = failure_of(err)
                 if code in INTERNAL:
-                    self._stop = True
+                    self._refused(details)
                     return False
                 self._failed[-1] = (code, details)
                 return False
@@ -325,7 +340,7 @@ class GenerationWorkflow:
                     raise
                 code, details = failure_of(err)
                 if code in INTERNAL:
-                    self._stop = True
+                    self._refused(details)
                     return False
                 if code == ErrorCode.AI_REQUEST_REJECTED.value:
                     self._rejected = True
@@ -345,8 +360,9 @@ class GenerationWorkflow:
         except ACTIVITY_FAILURE as err:
             if is_cancelled_exception(err):
                 raise
-            if failure_of(err)[0] in INTERNAL:
-                self._stop = True
+            code, details = failure_of(err)
+            if code in INTERNAL:
+                self._refused(details)
         self._show()
 
     async def _decide(self, inp: GenerationInput) -> WorkflowSummary:
@@ -398,4 +414,7 @@ class GenerationWorkflow:
         """The terminal write; True when the row now holds it (also when an earlier attempt of this very
         write committed but its completion was lost)."""
         result = await _short_write(Act.FINALIZE, req, FinalizeResult)
-        return bool(result.applied or result.repeated)
+        if result.applied or result.repeated:
+            return True
+        self._row_status = result.status.value
+        return False

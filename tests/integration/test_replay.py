@@ -27,9 +27,12 @@ from workflows.generation import GenerationWorkflow
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 # Recorded after the prompt-cancel patch (TRY_CANCEL, operator cancel update); the four above predate it.
 PROMPT_CONTROL = ("cancel_deaf_call", "timeout_deaf_call", "operator_cancel")
-# The same seven recorded after the begin-job patch (mark_processing and plan_units in one local activity).
+# Recorded after the quiet-run patch: a run the row refused shows the row's status.
+QUIET_STATUS = ("quiet_row_cancelled",)
+# The same eight recorded after the begin-job patch (mark_processing and plan_units in one local activity).
 BEGIN_JOB = tuple(
-    f"{name}_begin_job" for name in ("success", "partial_failure", "cancel", "timeout", *PROMPT_CONTROL)
+    f"{name}_begin_job"
+    for name in ("success", "partial_failure", "cancel", "timeout", *PROMPT_CONTROL, *QUIET_STATUS)
 )
 FORBIDDEN = ("sqlalchemy", "psycopg", "httpx", "jwt", "fastapi", "starlette", "boto3", "opentelemetry.sdk")
 
@@ -53,6 +56,7 @@ async def test_committed_histories_replay_without_nondeterminism() -> None:
         "cancel",
         "timeout",
         *PROMPT_CONTROL,
+        *QUIET_STATUS,
         *BEGIN_JOB,
     }
     replayer = Replayer(workflows=[GenerationWorkflow], data_converter=pydantic_data_converter)
