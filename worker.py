@@ -1,7 +1,8 @@
 """`python worker.py`: connect to Temporal and Postgres, then run the workers until stopped.
 
 One worker serves GenerationWorkflow on TEMPORAL_TASK_QUEUE; one serves the housekeeping workflows on
-TEMPORAL_MAINTENANCE_TASK_QUEUE, whose Schedules it creates or updates at start-up.
+TEMPORAL_MAINTENANCE_TASK_QUEUE, whose Schedules it creates or updates at start-up when SCHEDULES_ENABLED.
+A start-up failure is one clear ERROR line and exit code 1.
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ import sys
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.contrib.opentelemetry import TracingInterceptor
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from activities.generation import GenerationActivities
@@ -31,21 +29,12 @@ from observability import metrics
 from observability.logging import configure_logging
 from observability.tracing import flush_tracing, init_tracing
 from settings import Settings, get_settings
+from temporal_client import connect_temporal
 from workflows.generation import GenerationWorkflow
 from workflows.maintenance import ReconcileWorkflow, RetentionWorkflow
 from workflows.schedules import ensure_schedules
 
 log = logging.getLogger("worker")
-
-
-async def connect_client(settings: Settings, runtime: Runtime | None = None) -> Client:
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
-        interceptors=[TracingInterceptor()],
-        runtime=runtime,
-    )
 
 
 def build_worker(client: Client, settings: Settings, repo: JobRepository, provider: AIProvider) -> Worker:
@@ -70,9 +59,20 @@ def build_maintenance_worker(client: Client, settings: Settings, repo: JobReposi
     )
 
 
+async def upsert_schedules(client: Client, settings: Settings) -> None:
+    """Create or update the housekeeping Schedules (also run by `python -m cli.temporal_setup`)."""
+    await ensure_schedules(
+        client,
+        settings.temporal_maintenance_task_queue,
+        settings.reconcile_interval_seconds,
+        settings.retention_cron,
+        settings.retention_days,
+    )
+
+
 async def run(settings: Settings) -> None:
     async with metrics.temporal_runtime() as runtime:
-        await serve(settings, await connect_client(settings, runtime))
+        await serve(settings, await connect_temporal(settings, runtime=runtime))
 
 
 async def serve(settings: Settings, client: Client) -> None:
@@ -80,18 +80,13 @@ async def serve(settings: Settings, client: Client) -> None:
     provider = build_provider(settings)
     repo = JobRepository(engine)
     if settings.schedules_enabled:
-        await ensure_schedules(
-            client,
-            settings.temporal_maintenance_task_queue,
-            settings.reconcile_interval_seconds,
-            settings.retention_cron,
-            settings.retention_days,
-        )
+        await upsert_schedules(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("worker started", extra={"event": "worker_started", "taskQueue": settings.temporal_task_queue})
+    started = {"taskQueue": settings.temporal_task_queue, "identity": client.identity}
+    log.info("worker started", extra={"event": "worker_started", **started})
     async with (
         build_worker(client, settings, repo, provider),
         build_maintenance_worker(client, settings, repo),
@@ -107,15 +102,20 @@ def main() -> None:
     configure_logging("worker", settings.log_level)
     metrics.init_metrics("worker", settings)
     init_tracing("worker", settings)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(settings))
+    code = 0
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run(settings))
+    except Exception as exc:  # e.g. Temporal unreachable or its certificate untrusted, namespace missing
+        log.error(str(exc), extra={"event": "worker_failed", "cause": type(exc).__name__})
+        code = 1
     metrics.install(None)
     flush_tracing()
     # temporalio's runtime threads can abort interpreter shutdown (SIGABRT, sdk-python #300); the worker
     # has stopped and the engine is disposed, so leave without it.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)
 
 
 if __name__ == "__main__":

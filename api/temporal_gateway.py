@@ -19,8 +19,6 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.contrib.opentelemetry import TracingInterceptor
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api.log_context import log_event
 from domain.enums import ProcessingStatus, Scope
@@ -33,6 +31,7 @@ from domain.workflow_io import (
     workflow_id_for,
 )
 from settings import Settings
+from temporal_client import connect_temporal
 
 WORKFLOW_TYPE = "GenerationWorkflow"
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -50,15 +49,7 @@ class TemporalConnection:
         if self._client is None:
             async with self._lock:
                 if self._client is None:
-                    self._client = await asyncio.wait_for(
-                        Client.connect(
-                            self._settings.temporal_address,
-                            namespace=self._settings.temporal_namespace,
-                            data_converter=pydantic_data_converter,
-                            interceptors=[TracingInterceptor()],
-                        ),
-                        within,
-                    )
+                    self._client = await connect_temporal(self._settings, within=within)
         return self._client
 
     async def try_connect(self) -> None:
@@ -66,15 +57,13 @@ class TemporalConnection:
         try:
             await self.client()
         except Exception as exc:  # the API must start without Temporal
-            log_event(
-                logging.WARNING, "temporal_unavailable", "Temporal not reachable", cause=type(exc).__name__
-            )
+            log_event(logging.WARNING, "temporal_unavailable", str(exc), cause=type(exc).__name__)
 
     async def check_ready(self, within: float) -> None:
         """Connect if needed and describe the namespace; the caller bounds the total time."""
         client = await self.client(within)
         await client.workflow_service.describe_namespace(
-            DescribeNamespaceRequest(namespace=self._settings.temporal_namespace),
+            DescribeNamespaceRequest(namespace=client.namespace),
             timeout=timedelta(seconds=within),
         )
 

@@ -25,7 +25,6 @@ from pathlib import Path
 
 from sqlalchemy import text
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.generation import build_prompt
 from ai.offline import OfflineProvider
@@ -42,6 +41,7 @@ from domain.enums import ProcessingType, Scope, TargetType
 from domain.errors import ErrorCode
 from domain.workflow_io import GenerationInput, PersistUnitRequest, UnitRef, WorkflowSummary, workflow_id_for
 from settings import Settings
+from temporal_client import connect_temporal
 from worker import build_worker
 
 PARAMS = {
@@ -157,7 +157,7 @@ async def main(jobs: int, concurrency: int, runs: int) -> None:
         async with engine.begin() as conn:
             user = uuid.uuid4()
             await conn.execute(text("INSERT INTO users (id, subject) VALUES (:u, 'bench')"), {"u": user})
-        client = await Client.connect(temporal.address, data_converter=pydantic_data_converter)
+        client = await connect_temporal(settings)
         provider = OfflineProvider()
         results: dict[str, list[tuple[float, float]]] = {"floor": [], "temporal": []}
         async with build_worker(client, settings, repo, provider):

@@ -12,14 +12,14 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn, Protocol
+from typing import Protocol
 
 import httpx
 from pydantic import ValidationError
 
-from cli.processes import ManagedProcess, ServiceStartError, ensure_port_free
+from cli.processes import ManagedProcess, ServiceStartError, ensure_port_free, exit_now
 from cli.token import issue_dev_token
-from settings import get_settings
+from settings import DEFAULT_TEMPORAL_NAMESPACE, get_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCALHOST = "127.0.0.1"
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ports = [args.api_port, args.temporal_port, args.ui_port, args.pg_port]
     if len(set(ports)) != len(ports):
         parser.error("--api-port, --temporal-port, --ui-port and --pg-port must all differ")
-    _exit_now(_dev(args))
+    exit_now(_dev(args))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -169,7 +169,7 @@ def _start_all(args: argparse.Namespace, services: list[_Service]) -> None:
         database_url = postgres.url()
     _migrate(database_url)
 
-    namespace = settings.temporal_namespace
+    namespace = settings.temporal_namespace or DEFAULT_TEMPORAL_NAMESPACE
     temporal_address = os.environ.get("TEMPORAL_ADDRESS")
     ui_url = None
     if not temporal_address:
@@ -252,14 +252,6 @@ def _print_banner(api_url: str, temporal_address: str, ui_url: str | None, data_
         "Press Ctrl+C to stop.",
     ]
     print("\n" + "\n".join(lines) + "\n", flush=True)
-
-
-def _exit_now(code: int) -> NoReturn:
-    # temporalio's runtime threads can abort interpreter shutdown (SIGABRT, sdk-python #300); every child
-    # has been stopped already, so skip the shutdown.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 if __name__ == "__main__":

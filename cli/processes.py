@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 _PR_SET_PDEATHSIG = 1
 
@@ -39,6 +40,14 @@ def ensure_port_free(host: str, port: int, what: str) -> None:
             if exc.errno != errno.EADDRINUSE:
                 raise
             raise PortInUseError(what, host, port) from None
+
+
+def exit_now(code: int) -> NoReturn:
+    """Leave at once with ``code``, once the caller has stopped everything it started: temporalio's runtime
+    threads can abort interpreter shutdown (SIGABRT, sdk-python #300)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

@@ -1,0 +1,191 @@
+"""Real `python worker.py` and uvicorn API processes for multi-process and shutdown tests.
+
+Each process gets exactly the environment a `Settings` object describes, writes its JSON log lines to a
+file of its own, and is stopped (or killed) at teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cli.processes import ManagedProcess
+from cli.token import issue_dev_token
+from settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 60.0
+
+
+def subgoal_request(title: str = "TypeScriptのエキスパートになる") -> dict[str, Any]:
+    deadline = (datetime.now(UTC) + timedelta(days=120)).isoformat(timespec="seconds")
+    params = {
+        "title": title,
+        "description": "型システムと設計を深く理解し、チームで指導できる水準になる",
+        "deadline": deadline,
+        "background": "フロントエンド開発を3年担当している",
+        "constraints": "平日は1日1時間まで",
+    }
+    return {"type": "SUBGOAL_GENERATION", "params": params}
+
+
+def auth(subject: str, settings: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_dev_token(subject, settings.jwt_secret)}"}
+
+
+async def start_job(http: httpx.AsyncClient, api_url: str, headers: dict[str, str]) -> str:
+    """POST a SUBGOAL job to the API at ``api_url``; its processId."""
+    response = await http.post(f"{api_url}/api/ai/async/generate", json=subgoal_request(), headers=headers)
+    assert response.status_code == 202, response.text
+    process_id: str = response.json()["data"]["processId"]
+    return process_id
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: all sockets are held open together so the kernel cannot hand one out twice."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment variables that make a fresh process build exactly ``settings``."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, list):
+            value = ",".join(value)
+        env[name.upper()] = str(value)
+    return env
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    inherited = {k: v for k, v in os.environ.items() if not k.upper().startswith("TEMPORAL_")}
+    return {**inherited, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
+
+
+class Service:
+    """One child process of ours; its stdout and stderr go to ``log_path``."""
+
+    def __init__(self, name: str, args: list[str], settings: Settings, log_path: Path) -> None:
+        self.name = name
+        self.log_path = log_path
+        self.process = ManagedProcess(name, args, log_path=log_path, cwd=REPO_ROOT, env=child_env(settings))
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def lines(self) -> list[dict[str, Any]]:
+        """The JSON log lines written so far (anything else, e.g. a traceback, is skipped)."""
+        out = []
+        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return out
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        return [line for line in self.lines() if line.get("event") == event]
+
+    def tail(self, count: int = 40) -> str:
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-count:])
+
+    async def wait_for(
+        self, event: str, within: float = START_TIMEOUT, where: Callable[[dict[str, Any]], bool] = bool
+    ) -> dict[str, Any]:
+        """The first log line with ``event`` (and matching ``where``); fails if the process exits first."""
+        deadline = time.monotonic() + within
+        while True:
+            found = [line for line in self.events(event) if where(line)]
+            if found:
+                return found[0]
+            code = self.process.poll()
+            if code is not None:
+                raise AssertionError(f"{self.name} exited with {code} before {event}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} logged no {event} within {within:g} s:\n{self.tail()}")
+            await asyncio.sleep(0.1)
+
+    def signal(self, sig: signal.Signals) -> None:
+        os.kill(self.pid, sig)
+
+    async def exit_code(self, within: float) -> int:
+        deadline = time.monotonic() + within
+        while (code := self.process.poll()) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} still runs {within:g} s later:\n{self.tail()}")
+            await asyncio.sleep(0.05)
+        return code
+
+    def stop(self) -> None:
+        self.process.stop(timeout=10.0)
+
+
+class Services:
+    """Starts workers and APIs for one test (``with Services(tmp_path) as services``); whatever still
+    runs at the end of the block is stopped."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.started: list[Service] = []
+
+    def _start(self, name: str, args: list[str], settings: Settings) -> Service:
+        service = Service(name, args, settings, self.log_dir / f"{name}.log")
+        self.started.append(service)
+        return service
+
+    def start_worker(self, name: str, settings: Settings) -> Service:
+        return self._start(name, [sys.executable, "worker.py"], settings)
+
+    async def worker(self, name: str, settings: Settings) -> Service:
+        """A worker process, once it has logged worker_started."""
+        service = self.start_worker(name, settings)
+        await service.wait_for("worker_started")
+        return service
+
+    async def api(self, name: str, settings: Settings, *extra: str) -> tuple[Service, str]:
+        """An API process on a free port (``extra``: more uvicorn flags); returns it and its base URL."""
+        port = free_ports(1)[0]
+        args = [sys.executable, "-m", "uvicorn", "api.asgi:app", "--host", "127.0.0.1", "--port", str(port)]
+        service = self._start(name, [*args, "--no-access-log", *extra], settings)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + START_TIMEOUT
+        async with httpx.AsyncClient(timeout=2) as http:
+            while True:
+                try:
+                    if (await http.get(f"{url}/health")).status_code == 200:
+                        return service, url
+                except httpx.HTTPError:
+                    pass
+                code = service.process.poll()
+                if code is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"{name} did not serve /health (exit {code}):\n{service.tail()}")
+                await asyncio.sleep(0.1)
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for service in reversed(self.started):
+            service.stop()
