@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     temporal_config_file: str | None = None
     temporal_task_queue: str = "ai-generation"
 
+    # Worker
+    worker_shutdown_grace_seconds: int = Field(default=60, ge=0, le=3600)
+
     # Auth
     auth_mode: Literal["hs256", "jwks"] = "hs256"
     jwt_secret: str = DEV_JWT_SECRET

@@ -2,7 +2,8 @@
 
 One worker serves GenerationWorkflow on TEMPORAL_TASK_QUEUE; one serves the housekeeping workflows on
 TEMPORAL_MAINTENANCE_TASK_QUEUE, whose Schedules it creates or updates at start-up when SCHEDULES_ENABLED.
-A start-up failure is one clear ERROR line and exit code 1.
+SIGTERM or SIGINT stops it gracefully (worker_shutdown.py); a start-up failure is one clear ERROR line
+and exit code 1.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from observability.logging import configure_logging
 from observability.tracing import flush_tracing, init_tracing
 from settings import Settings, get_settings
 from temporal_client import connect_temporal
+from worker_shutdown import StopTracker, finish_handed_over
 from workflows.generation import GenerationWorkflow
 from workflows.maintenance import ReconcileWorkflow, RetentionWorkflow
 from workflows.schedules import ensure_schedules
@@ -44,7 +46,7 @@ def build_worker(client: Client, settings: Settings, repo: JobRepository, provid
         task_queue=settings.temporal_task_queue,
         workflows=[GenerationWorkflow],
         activities=activities.all(),
-        graceful_shutdown_timeout=timedelta(seconds=5),
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_seconds),
     )
 
 
@@ -55,7 +57,7 @@ def build_maintenance_worker(client: Client, settings: Settings, repo: JobReposi
         task_queue=settings.temporal_maintenance_task_queue,
         workflows=[ReconcileWorkflow, RetentionWorkflow],
         activities=activities.all(),
-        graceful_shutdown_timeout=timedelta(seconds=5),
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_seconds),
     )
 
 
@@ -71,11 +73,13 @@ async def upsert_schedules(client: Client, settings: Settings) -> None:
 
 
 async def run(settings: Settings) -> None:
+    tracker = StopTracker()
     async with metrics.temporal_runtime() as runtime:
-        await serve(settings, await connect_temporal(settings, runtime=runtime))
+        client = await connect_temporal(settings, runtime=runtime, interceptors=[tracker])
+        await serve(settings, client, tracker)
 
 
-async def serve(settings: Settings, client: Client) -> None:
+async def serve(settings: Settings, client: Client, tracker: StopTracker) -> None:
     engine = make_engine(settings.database_url, settings.db_pool_size)
     provider = build_provider(settings)
     repo = JobRepository(engine)
@@ -88,13 +92,21 @@ async def serve(settings: Settings, client: Client) -> None:
     started = {"taskQueue": settings.temporal_task_queue, "identity": client.identity}
     log.info("worker started", extra={"event": "worker_started", **started})
     async with (
-        build_worker(client, settings, repo, provider),
-        build_maintenance_worker(client, settings, repo),
+        build_worker(client, settings, repo, provider) as generation,
+        build_maintenance_worker(client, settings, repo) as maintenance,
     ):
         await stop.wait()
+        tracker.stopping = True
+        grace = settings.worker_shutdown_grace_seconds
+        deadline = loop.time() + grace
+        log.info("worker stopping", extra={"event": "worker_stopping", "graceSeconds": grace})
+        # Both at once: polling stops, running activities get the grace period.
+        await asyncio.gather(generation.shutdown(), maintenance.shutdown())
+    handed_over = tracker.handed_over(generation.task_queue)
+    await finish_handed_over(generation, handed_over, deadline)
     await provider.aclose()
     await engine.dispose()
-    log.info("worker stopped", extra={"event": "worker_stopped"})
+    log.info("worker stopped", extra={"event": "worker_stopped", "handedOver": len(handed_over)})
 
 
 def main() -> None:

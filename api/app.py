@@ -13,6 +13,7 @@ from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
 from api.routes import goals, health, jobs
 from api.services import open_services
+from api.stopping import on_stop_signal
 from observability import metrics
 from observability.tracing import init_tracing
 from settings import AppEnv, Settings, get_settings
@@ -39,7 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_services(cfg) as services:
             app.state.services = services
-            yield
+            with on_stop_signal(services.stopping.set):
+                yield
 
     app = FastAPI(
         title="Goal mandala generation API",
