@@ -20,7 +20,7 @@ from settings import Settings
 from tests.conftest import make_user, start_subgoal_job
 from tests.integration.test_openai_workflow import VALID
 from tests.support.fake_openai import FakeOpenAI, Reply, chat_completion
-from tests.support.services import Service, Services, auth, start_job, subgoal_request
+from tests.support.services import Service, Services, SseReader, auth, start_job, subgoal_request
 
 AI_CALL_SECONDS = 10.0
 GRACE_SECONDS = 30
@@ -150,37 +150,6 @@ async def refused(url: str, within: float = 10.0) -> None:
                 return
             await asyncio.sleep(0.05)
     raise AssertionError(f"{url} still accepts connections {within:g} s after SIGTERM")
-
-
-class SseReader:
-    """Reads an event stream in the background; ``task`` ends with the list of its frames."""
-
-    def __init__(self, http: httpx.AsyncClient, url: str, headers: dict[str, str]) -> None:
-        self.frames: list[dict[str, str]] = []
-        self._seen = asyncio.Condition()
-        self.task = asyncio.create_task(self._read(http, url, headers | {"Accept": "text/event-stream"}))
-
-    async def _read(self, http: httpx.AsyncClient, url: str, headers: dict[str, str]) -> list[dict[str, str]]:
-        buffer = ""
-        async with http.stream("GET", url, headers=headers) as response:
-            assert response.status_code == 200
-            async for text in response.aiter_text():
-                buffer += text
-                *blocks, buffer = buffer.split("\n\n")
-                async with self._seen:
-                    self.frames += [parse_frame(block) for block in blocks if block]
-                    self._seen.notify_all()
-        return self.frames
-
-    async def wait_for_event(self, event: str) -> None:
-        async with self._seen:
-            await asyncio.wait_for(
-                self._seen.wait_for(lambda: any(f.get("event") == event for f in self.frames)), 15
-            )
-
-
-def parse_frame(block: str) -> dict[str, str]:
-    return dict(line.split(": ", 1) if ": " in line else (line, "") for line in block.split("\n"))
 
 
 class SlowPost:
