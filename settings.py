@@ -26,7 +26,10 @@ class AppEnv(StrEnum):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+    # An empty variable counts as unset, so docker-compose.yml can pass every setting as `${NAME:-}`.
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", case_sensitive=False, env_ignore_empty=True
+    )
 
     app_env: AppEnv = AppEnv.DEVELOPMENT
     log_level: Literal["DEBUG", "INFO", "WARN", "WARNING", "ERROR"] = "INFO"
