@@ -26,7 +26,7 @@ from cli.token import issue_dev_token
 from settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT = 60.0
+START_TIMEOUT = 120.0  # four processes importing at once on a loaded 2-core machine took over 60 s
 
 
 def subgoal_request(title: str = "TypeScriptのエキスパートになる") -> dict[str, Any]:
@@ -76,18 +76,24 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def child_env(settings: Settings) -> dict[str, str]:
-    inherited = {k: v for k, v in os.environ.items() if not k.upper().startswith("TEMPORAL_")}
+def child_env(settings: Settings, measured: bool = True) -> dict[str, str]:
+    """This environment with ``settings`` instead of any TEMPORAL_* variable; ``measured=False`` also drops
+    the variable through which coverage traces child processes."""
+    dropped = ("TEMPORAL_",) if measured else ("TEMPORAL_", "COVERAGE_PROCESS_")
+    inherited = {k: v for k, v in os.environ.items() if not k.upper().startswith(dropped)}
     return {**inherited, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
 
 
 class Service:
     """One child process of ours; its stdout and stderr go to ``log_path``."""
 
-    def __init__(self, name: str, args: list[str], settings: Settings, log_path: Path) -> None:
+    def __init__(
+        self, name: str, args: list[str], settings: Settings, log_path: Path, measured: bool = True
+    ) -> None:
         self.name = name
         self.log_path = log_path
-        self.process = ManagedProcess(name, args, log_path=log_path, cwd=REPO_ROOT, env=child_env(settings))
+        env = child_env(settings, measured)
+        self.process = ManagedProcess(name, args, log_path=log_path, cwd=REPO_ROOT, env=env)
 
     @property
     def pid(self) -> int:
@@ -144,14 +150,16 @@ class Service:
 
 class Services:
     """Starts workers and APIs for one test (``with Services(tmp_path) as services``); whatever still
-    runs at the end of the block is stopped."""
+    runs at the end of the block is stopped. ``measured=False``: the processes run without coverage
+    tracing, which multiplies their CPU cost (for tests about load)."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, measured: bool = True) -> None:
         self.log_dir = log_dir
+        self.measured = measured
         self.started: list[Service] = []
 
     def _start(self, name: str, args: list[str], settings: Settings) -> Service:
-        service = Service(name, args, settings, self.log_dir / f"{name}.log")
+        service = Service(name, args, settings, self.log_dir / f"{name}.log", self.measured)
         self.started.append(service)
         return service
 
