@@ -7,6 +7,7 @@ import asyncio
 import json
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,20 @@ def lines_for(service: Service, event: str, process_id: object) -> list[dict[str
     return [line for line in service.events(event) if line.get("processId") == str(process_id)]
 
 
+async def sigterm_during_the_call(
+    services: Services, repo: JobRepository, client: Client, settings: Settings, fake: FakeOpenAI
+) -> tuple[Service, uuid.UUID, float]:
+    """Start a worker and a job, SIGTERM the worker once the provider has the request, wait for exit 0;
+    the worker, the job and the seconds from the signal to the exit."""
+    worker = await services.worker("worker", settings)
+    process_id, _ = await start_subgoal_job(repo, client, settings, await make_user(repo.engine))
+    await asyncio.wait_for(fake.received.wait(), 30)
+    worker.signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    assert await worker.exit_code(within=settings.worker_shutdown_grace_seconds + 15) == 0
+    return worker, process_id, time.monotonic() - stopped_at
+
+
 async def test_sigterm_during_an_ai_call_lets_it_finish_and_the_job_completes_on_the_same_worker(
     repo: JobRepository,
     client: Client,
@@ -55,14 +70,9 @@ async def test_sigterm_during_an_ai_call_lets_it_finish_and_the_job_completes_on
     settings = openai_settings(make_settings, openai_server, worker_shutdown_grace_seconds=GRACE_SECONDS)
     openai_server.replies.append(Reply(body=chat_completion(VALID), delay=AI_CALL_SECONDS))
     with Services(tmp_path) as services:
-        worker = await services.worker("worker", settings)
-        process_id, _ = await start_subgoal_job(repo, client, settings, await make_user(repo.engine))
-        await asyncio.wait_for(openai_server.received.wait(), 30)
-
-        worker.signal(signal.SIGTERM)
-        stopped_at = time.monotonic()
-        assert await worker.exit_code(within=GRACE_SECONDS + 15) == 0
-        took = time.monotonic() - stopped_at
+        worker, process_id, took = await sigterm_during_the_call(
+            services, repo, client, settings, openai_server
+        )
 
     assert took < GRACE_SECONDS
     job = await repo.get_job(process_id)
@@ -88,12 +98,7 @@ async def test_an_ai_call_longer_than_the_grace_period_is_cancelled_and_the_work
     settings = openai_settings(make_settings, openai_server, worker_shutdown_grace_seconds=grace)
     openai_server.replies.append(Reply(body=chat_completion(VALID), delay=60.0))
     with Services(tmp_path) as services:
-        worker = await services.worker("worker", settings)
-        process_id, _ = await start_subgoal_job(repo, client, settings, await make_user(repo.engine))
-        await asyncio.wait_for(openai_server.received.wait(), 30)
-
-        worker.signal(signal.SIGTERM)
-        assert await worker.exit_code(within=30) == 0
+        _, process_id, _ = await sigterm_during_the_call(services, repo, client, settings, openai_server)
 
     await asyncio.wait_for(openai_server.client_closed_early.wait(), 10)
     assert openai_server.responses_completed == 0
