@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_jwks_url: str | None = None
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=600)
+    jwt_max_lifetime_seconds: int = Field(default=86_400, ge=60, le=31 * 86_400)
 
     # API
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -20,8 +20,7 @@ from temporalio.exceptions import ApplicationError
 
 from ai.provider import ProviderError
 from db.engine import db_error
-from db.transitions import InternalSignalError
-from domain.errors import AppError, ErrorCode
+from domain.errors import AppError, ErrorCode, InternalSignalError
 from domain.retry import MAXIMUM_ATTEMPTS, next_retry_delay
 
 log = logging.getLogger("activities")

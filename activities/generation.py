@@ -13,16 +13,9 @@ from temporalio import activity
 
 from activities.boundary import boundary
 from ai.pipeline import SamplingConfig, generate_validated, output_kind
-from ai.prompts import (
-    ActionPromptContext,
-    Prompt,
-    SubGoalPromptContext,
-    build_action_prompt,
-    build_subgoal_prompt,
-    build_task_prompt,
-)
+from ai.prompts import build_prompt
 from ai.provider import AIProvider, CallContext
-from db.context import PromptContext, load_context
+from db.context import load_context
 from db.repository import JobRepository
 from db.transitions import RunStatus
 from domain.enums import EventType, ProcessingType, Scope, UnitStatus
@@ -58,14 +51,6 @@ def _strings(value: Any) -> Iterator[str]:
     elif isinstance(value, (list, tuple)):
         for v in value:
             yield from _strings(v)
-
-
-def build_prompt(ctx: PromptContext) -> Prompt:
-    if isinstance(ctx, SubGoalPromptContext):
-        return build_subgoal_prompt(ctx)
-    if isinstance(ctx, ActionPromptContext):
-        return build_action_prompt(ctx)
-    return build_task_prompt(ctx)
 
 
 async def heartbeating(work: Awaitable[T], every: float) -> T:

@@ -14,6 +14,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.boundary import boundary
 from db.housekeeping import Housekeeping, OpenJob
+from db.idempotency import purge_expired_keys
 from db.repository import JobRepository
 from domain.enums import CancelledBy, ProcessingStatus
 from domain.errors import ErrorCode, is_catalogue_code
@@ -131,11 +132,19 @@ class MaintenanceActivities:
             deleted += batch
             activity.heartbeat(deleted)
         windows = await self.housekeeping.purge_rate_limit_windows(RATE_WINDOW_RETENTION)
+        keys = await purge_expired_keys(self.housekeeping.engine)
         log.info(
             "retention deleted",
-            extra={"event": "retention_deleted", "count": deleted, "rateLimitWindows": windows},
+            extra={
+                "event": "retention_deleted",
+                "count": deleted,
+                "rateLimitWindows": windows,
+                "idempotencyKeys": keys,
+            },
         )
-        return RetentionSummary(deleted_jobs=deleted, deleted_rate_limit_windows=windows)
+        return RetentionSummary(
+            deleted_jobs=deleted, deleted_rate_limit_windows=windows, deleted_idempotency_keys=keys
+        )
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.reconcile_batch, self.purge_batch]

@@ -90,7 +90,7 @@ class BedrockProvider:
         self, *, model_id: str, region: str, timeout_seconds: float, client: Any | None = None
     ) -> None:
         self._model_id = model_id
-        self._timeout_seconds = timeout_seconds
+        self.timeout_seconds = timeout_seconds  # bounds one whole call
         self._owns_client = client is None
         self._client: Any = client if client is not None else make_client(region, timeout_seconds)
 
@@ -98,14 +98,10 @@ class BedrockProvider:
     def name(self) -> str:
         return PROVIDER_NAME
 
-    @property
-    def timeout_seconds(self) -> float:
-        return self._timeout_seconds
-
     async def generate(self, request: AIRequest) -> AIResponse:
         started = time.monotonic()
         try:
-            async with asyncio.timeout(self._timeout_seconds):
+            async with asyncio.timeout(self.timeout_seconds):
                 result = await asyncio.to_thread(self._converse, request)
         except TimeoutError:
             raise ProviderError(ProviderErrorKind.TRANSIENT, "bedrock request timed out") from None

@@ -85,7 +85,7 @@ class OpenAIProvider:
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._model = model
         self._json_mode = json_mode
-        self._timeout_seconds = timeout_seconds
+        self.timeout_seconds = timeout_seconds  # bounds one whole call
         self._owns_client = client is None
         self._client = (
             client
@@ -96,10 +96,6 @@ class OpenAIProvider:
     @property
     def name(self) -> str:
         return PROVIDER_NAME
-
-    @property
-    def timeout_seconds(self) -> float:
-        return self._timeout_seconds
 
     async def aclose(self) -> None:
         """Close the HTTP client if this provider created it."""
@@ -136,9 +132,9 @@ class OpenAIProvider:
         # httpx timeouts bound each phase; asyncio.timeout bounds the whole call, so a server that
         # trickles bytes cannot hold the activity past its start-to-close timeout.
         try:
-            async with asyncio.timeout(self._timeout_seconds):
+            async with asyncio.timeout(self.timeout_seconds):
                 return await self._client.post(
-                    self._url, json=body, headers=self._headers, timeout=self._timeout_seconds
+                    self._url, json=body, headers=self._headers, timeout=self.timeout_seconds
                 )
         except (TimeoutError, httpx.TimeoutException):
             raise _transient("openai request timed out") from None

@@ -12,12 +12,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from domain.enums import ActionType
+from domain.prompt_context import (
+    DEFAULT_PROMPT_TIMEZONE,
+    ActionPromptContext,
+    GoalContext,
+    PromptContext,
+    SubGoalContext,
+    SubGoalPromptContext,
+    TaskPromptContext,
+    UserContext,
+)
 from domain.quality import (
     ABSTRACT_TITLE_WORDS,
     AC_BACKGROUND,
@@ -40,7 +50,6 @@ from domain.quality import (
 )
 from domain.text import normalize_text
 
-DEFAULT_PROMPT_TIMEZONE = "Asia/Tokyo"
 NOT_SET = "未設定"
 NONE_GIVEN = "なし"
 
@@ -69,65 +78,6 @@ class DataTag(StrEnum):
 class Prompt:
     system: str
     user: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UserContext:
-    industry: str | None = None
-    job_type: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GoalContext:
-    title: str
-    description: str | None = None
-    deadline: datetime | None = None  # naive values are taken as UTC
-    background: str | None = None
-    constraints: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SubGoalContext:
-    title: str
-    description: str
-    background: str = ""
-    position: int = 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ActionContext:
-    title: str
-    description: str
-    background: str = ""
-    type: ActionType
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SubGoalPromptContext:
-    goal: GoalContext
-    user: UserContext = field(default_factory=UserContext)
-    timezone: str = DEFAULT_PROMPT_TIMEZONE
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ActionPromptContext:
-    """``siblings`` may hold all subgoals of the goal or only the others; the one sharing the
-    target's position is never shown as a sibling."""
-
-    goal: GoalContext
-    subgoal: SubGoalContext
-    siblings: Sequence[SubGoalContext] = ()
-    user: UserContext = field(default_factory=UserContext)
-    timezone: str = DEFAULT_PROMPT_TIMEZONE
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TaskPromptContext:
-    goal: GoalContext
-    subgoal: SubGoalContext
-    action: ActionContext
-    user: UserContext = field(default_factory=UserContext)
-    timezone: str = DEFAULT_PROMPT_TIMEZONE
 
 
 def format_deadline(deadline: datetime | None, timezone: str = DEFAULT_PROMPT_TIMEZONE) -> str:
@@ -205,31 +155,44 @@ def _length_rule(name: str, limit: Range, note: str = "") -> str:
     return f"- {name}: {limit.low}〜{limit.high}文字（{required}）。{note}"
 
 
+def _system_message(role: str, request: list[str], output_format: str, rules: list[str]) -> str:
+    return "\n".join(
+        [
+            role,
+            "",
+            _DATA_NOTICE,
+            "",
+            "# 依頼",
+            *request,
+            "",
+            "# 出力形式",
+            output_format,
+            "",
+            "# 守るべきルール",
+            *rules,
+            _COMMON_OUTPUT_RULES,
+        ]
+    )
+
+
 def _user_message(request: str, sections: list[str]) -> str:
     return "\n".join([request, "", *sections])
 
 
 def build_subgoal_prompt(ctx: SubGoalPromptContext) -> Prompt:
-    system = "\n".join(
+    system = _system_message(
+        "あなたは目標達成の専門家です。ユーザーの目標を達成するためのサブ目標を提案します。",
         [
-            "あなたは目標達成の専門家です。ユーザーの目標を達成するためのサブ目標を提案します。",
-            "",
-            _DATA_NOTICE,
-            "",
-            "# 依頼",
             f"目標の達成に直接つながるサブ目標をちょうど{SUBGOAL_COUNT.low}個提案してください。"
             "各サブ目標は具体的で測定可能にし、互いに重複させず、全体で目標をバランスよく網羅してください。",
-            "",
-            "# 出力形式",
-            '{"subGoals":[{"title":"…","description":"…","background":"…"}]}',
-            "",
-            "# 守るべきルール",
+        ],
+        '{"subGoals":[{"title":"…","description":"…","background":"…"}]}',
+        [
             f"- subGoals の要素はちょうど{SUBGOAL_COUNT.low}個。",
             _length_rule("title", SG_TITLE, "すべてのタイトルを互いに異なるものにしてください。"),
             _length_rule("description", SG_DESCRIPTION),
             _length_rule("background", SG_BACKGROUND, "そのサブ目標が必要な理由を書いてください。"),
-            _COMMON_OUTPUT_RULES,
-        ]
+        ],
     )
     user = _user_message(
         f"次の目標について、サブ目標を{SUBGOAL_COUNT.low}個 JSON で出力してください。",
@@ -245,29 +208,22 @@ def _sibling_lines(ctx: ActionPromptContext) -> str:
 
 
 def build_action_prompt(ctx: ActionPromptContext) -> Prompt:
-    system = "\n".join(
+    system = _system_message(
+        "あなたは目標達成の専門家です。サブ目標を達成するための具体的なアクションを提案します。",
         [
-            "あなたは目標達成の専門家です。サブ目標を達成するための具体的なアクションを提案します。",
-            "",
-            _DATA_NOTICE,
-            "",
-            "# 依頼",
             f"対象のサブ目標を達成するための、具体的で実行可能で互いに重複しないアクションを"
             f"ちょうど{ACTION_COUNT.low}個提案してください。他のサブ目標と重なる内容は避けてください。",
             "各アクションには type を付けます。execution は一度で完了するもの（例: プログラムを書く、"
             "発表する）、habit は繰り返し行うもの（例: 読書、ランニング）です。",
-            "",
-            "# 出力形式",
-            '{"actions":[{"title":"…","description":"…","background":"…","type":"execution"}]}',
-            "",
-            "# 守るべきルール",
+        ],
+        '{"actions":[{"title":"…","description":"…","background":"…","type":"execution"}]}',
+        [
             f"- actions の要素はちょうど{ACTION_COUNT.low}個。",
             _length_rule("title", AC_TITLE, "すべてのタイトルを互いに異なるものにしてください。"),
             _length_rule("description", AC_DESCRIPTION, "説明文どうしが似通わないようにしてください。"),
             _length_rule("background", AC_BACKGROUND),
             '- type: "execution" または "habit" のどちらか。',
-            _COMMON_OUTPUT_RULES,
-        ]
+        ],
     )
     user = _user_message(
         f"次の対象サブ目標について、アクションを{ACTION_COUNT.low}個 JSON で出力してください。",
@@ -289,24 +245,18 @@ def build_task_prompt(ctx: TaskPromptContext) -> Prompt:
     action_type = ctx.action.type
     guidance = TASK_COUNT_GUIDANCE[action_type]
     kind = "一度で完了する execution" if action_type is ActionType.EXECUTION else "繰り返し行う habit"
-    system = "\n".join(
+    system = _system_message(
+        "あなたは目標達成の専門家です。アクションを実行可能なタスクに分解します。",
         [
-            "あなたは目標達成の専門家です。アクションを実行可能なタスクに分解します。",
-            "",
-            _DATA_NOTICE,
-            "",
-            "# 依頼",
             f"このアクションは{kind}型です。アクションを、1つあたり30〜60分程度で順番に実行できる具体的な"
             f"タスク{guidance.low}〜{guidance.high}個に分解してください。",
             "priority は、土台や前提になるタスクを HIGH、任意の追加作業を LOW、それ以外を MEDIUM にします。"
             "dependencies には、先に終えておくべきタスクの番号"
             "（0 から数えた、自分より前のタスクの番号）を並べます。",
-            "",
-            "# 出力形式",
-            '{"tasks":[{"title":"…","description":"…","estimatedMinutes":45,"priority":"HIGH",'
-            '"dependencies":[0]}]}',
-            "",
-            "# 守るべきルール",
+        ],
+        '{"tasks":[{"title":"…","description":"…","estimatedMinutes":45,"priority":"HIGH",'
+        '"dependencies":[0]}]}',
+        [
             f"- tasks の要素は{TASK_COUNT.low}〜{TASK_COUNT.high}個（このアクションでは"
             f"{guidance.low}〜{guidance.high}個）。",
             _length_rule("title", TK_TITLE, "すべてのタイトルを互いに異なるものにしてください。"),
@@ -321,8 +271,7 @@ def build_task_prompt(ctx: TaskPromptContext) -> Prompt:
             "- dependencies: 自分より前のタスクの番号だけを含む整数の配列（なければ空配列）。",
             f"- title に「{'」「'.join(ABSTRACT_TITLE_WORDS)}」のような抽象的な言葉を使わず、"
             "具体的な作業として書いてください。",
-            _COMMON_OUTPUT_RULES,
-        ]
+        ],
     )
     user = _user_message(
         "次の対象アクションを、タスクに分解して JSON で出力してください。",
@@ -341,6 +290,14 @@ def build_task_prompt(ctx: TaskPromptContext) -> Prompt:
         ],
     )
     return Prompt(system=system, user=user)
+
+
+def build_prompt(ctx: PromptContext) -> Prompt:
+    if isinstance(ctx, SubGoalPromptContext):
+        return build_subgoal_prompt(ctx)
+    if isinstance(ctx, ActionPromptContext):
+        return build_action_prompt(ctx)
+    return build_task_prompt(ctx)
 
 
 def _feedback_line(v: Violation) -> str:

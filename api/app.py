@@ -27,6 +27,7 @@ EXPOSED_HEADERS = [
     "X-RateLimit-Limit",
     "X-RateLimit-Remaining",
     "X-RateLimit-Reset",
+    "Idempotent-Replayed",
 ]
 
 
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "Accept-Language",
                 "X-Request-ID",
                 "Last-Event-ID",
+                "Idempotency-Key",
             ],
             expose_headers=EXPOSED_HEADERS,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -18,6 +19,7 @@ import jwt
 from api.log_context import log_event
 from db.users import Identity
 from domain.errors import AppError, ErrorCode
+from domain.storable import is_storable
 from settings import Settings
 
 HS_ALGORITHMS = ("HS256",)
@@ -44,12 +46,17 @@ class TokenVerifier(Protocol):
 
 
 class ClaimRules:
-    """The checks after the signature: iss, aud (or Cognito ``client_id``), sub, and exp last."""
+    """The checks after the signature: iss, aud (or Cognito ``client_id``), sub, and exp last.
 
-    def __init__(self, leeway: int, issuer: str | None, audience: str | None) -> None:
+    ``iss`` and ``sub`` are stored as given (users.issuer, users.subject), so text PostgreSQL cannot
+    store (NUL, a lone surrogate) makes the token invalid. ``exp`` may lie at most ``max_lifetime``
+    seconds (plus the leeway) ahead: a token that never expires is refused."""
+
+    def __init__(self, leeway: int, issuer: str | None, audience: str | None, max_lifetime: int) -> None:
         self.leeway = leeway
         self.issuer = issuer
         self.audience = audience
+        self.max_lifetime = max_lifetime
 
     def decode(self, token: str, key: Any, algorithms: list[str]) -> Identity:
         try:
@@ -72,16 +79,21 @@ class ClaimRules:
         if not (
             isinstance(issuer, str)
             and len(issuer) <= CLAIM_MAX
+            and is_storable(issuer)
             and isinstance(subject, str)
             and 0 < len(subject) <= CLAIM_MAX
+            and is_storable(subject)
             and (self.issuer is None or issuer == self.issuer)
             and self._audience_ok(claims)
         ):
             raise auth_error()
         exp = claims["exp"]
-        if isinstance(exp, bool) or not isinstance(exp, int | float):
+        if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
             raise auth_error()
-        if exp <= time.time() - self.leeway:
+        now = time.time()
+        if exp > now + self.max_lifetime + self.leeway:
+            raise auth_error()
+        if exp <= now - self.leeway:
             raise auth_error(ErrorCode.TOKEN_EXPIRED)
         return Identity(issuer, subject, _optional_str(claims, "email"), _optional_str(claims, "name"))
 
@@ -95,8 +107,9 @@ class ClaimRules:
 
 
 def _optional_str(claims: dict[str, Any], key: str) -> str | None:
+    """A profile claim, dropped (not refused) when it is no string or cannot be stored."""
     value = claims.get(key)
-    return value if isinstance(value, str) else None
+    return value if isinstance(value, str) and is_storable(value) else None
 
 
 class Hs256Verifier:
@@ -178,7 +191,12 @@ class JwksVerifier:
 
 
 def make_verifier(settings: Settings, http: httpx.AsyncClient) -> TokenVerifier:
-    rules = ClaimRules(settings.jwt_leeway_seconds, settings.jwt_issuer, settings.jwt_audience)
+    rules = ClaimRules(
+        settings.jwt_leeway_seconds,
+        settings.jwt_issuer,
+        settings.jwt_audience,
+        settings.jwt_max_lifetime_seconds,
+    )
     if settings.auth_mode == "jwks":
         assert settings.jwt_jwks_url is not None  # enforced by Settings
         return JwksVerifier(JwksKeys(settings.jwt_jwks_url, http), rules)

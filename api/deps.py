@@ -17,6 +17,7 @@ from api.log_context import bind_user, log_event
 from api.middleware import RATE_LIMIT_HEADERS_KEY
 from api.rate_limit import Bucket
 from api.services import Services
+from db.users import Identity
 from domain.enums import Language
 from domain.errors import AppError, ErrorCode
 from observability import metrics
@@ -31,8 +32,15 @@ ServicesDep = Annotated[Services, Depends(services)]
 Lang = Annotated[Language, Depends(request_language)]
 
 
-async def current_user(request: Request, svc: ServicesDep) -> UUID:
-    identity = await svc.verifier.verify(bearer_token(request.headers.get("authorization")))
+async def current_identity(request: Request, svc: ServicesDep) -> Identity:
+    """The verified token's identity (FastAPI runs it once per request, however many depend on it)."""
+    return await svc.verifier.verify(bearer_token(request.headers.get("authorization")))
+
+
+Owner = Annotated[Identity, Depends(current_identity)]
+
+
+async def current_user(svc: ServicesDep, identity: Owner) -> UUID:
     user_id = await svc.users.user_id(identity)
     bind_user(user_id)
     return user_id

@@ -1,4 +1,5 @@
-"""Exception handlers: every error leaves in the envelope, with no internal text (spec 5.1, D-14, D-15)."""
+"""Exception handlers: every error leaves in the envelope (spec 5.1) with no internal text: no stack trace,
+driver or SDK message reaches the client."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
 from api.envelope import error_response
+from api.fields import InvalidFields
 from api.log_context import log_event
 from db.engine import db_error
 from domain.enums import Language
 from domain.errors import AppError, ErrorCode
-from domain.params import InvalidFields
 
 
 def request_language(request: Request) -> Language:

@@ -4,39 +4,42 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from temporalio.client import Client, WorkflowHandle
+
 from api.log_context import log_event
-from api.services import Services
 from api.targets import Units
 from api.temporal_gateway import start_generation
 from db.models import ProcessingState
-from db.repository import NewJob
-from domain.enums import ProcessingType, Scope, TargetType
+from db.repository import JobRepository
+from db.users import Identity
+from domain.enums import ProcessingType, TargetType
 from domain.errors import AppError, ErrorCode
 from domain.eta import estimated_completion_at
-from domain.workflow_io import GenerationInput, workflow_id_for
+from domain.jobs import NewJob, job_scope
+from domain.workflow_io import WorkflowSummary, workflow_id_for
+from settings import Settings
 
 
 def new_job(
-    svc: Services,
+    s: Settings,
     *,
     user_id: uuid.UUID,
     job_type: ProcessingType,
     params: dict[str, Any],
     target_type: TargetType,
     target_id: uuid.UUID,
-    scope: Scope,
     units: Units,
     request_id: str | None,
     parent: ProcessingState | None = None,
 ) -> NewJob:
-    s = svc.settings
     created_at = datetime.now(UTC)
     eta = estimated_completion_at(
         created_at,
-        scope=scope,
+        scope=job_scope(job_type, target_type),
         estimate_seconds=s.estimate_seconds(job_type),
         units=len(units),
         concurrency=s.goal_scope_concurrency,
@@ -60,28 +63,28 @@ def new_job(
     )
 
 
-async def launch(svc: Services, job: NewJob, scope: Scope) -> None:
-    """Insert the PENDING row, then start the workflow; a failed start ends the row FAILED (T9) and answers
-    503 WORKFLOW_START_ERROR, so no row stays PENDING forever (D-20)."""
-    await svc.jobs.create_job(job)
-    workflow_input = GenerationInput(
-        process_id=job.process_id,
-        user_id=job.user_id,
-        type=job.type,
-        target_type=job.target_type,
-        target_id=job.target_id,
-        scope=scope,
-    )
+async def launch(
+    jobs: JobRepository,
+    temporal: Callable[[], Awaitable[Client]],
+    settings: Settings,
+    job: NewJob,
+    owner: Identity,
+) -> WorkflowHandle[Any, WorkflowSummary]:
+    """Insert the PENDING row, then start the workflow (``temporal`` gives the client) and return its
+    handle. A failed start ends the row FAILED and answers 503 WORKFLOW_START_ERROR, so no row stays
+    PENDING forever. ``owner`` is the token identity of the job's user (operators search by it)."""
+    await jobs.create_job(job)
     fields = {"processId": str(job.process_id), "workflowId": workflow_id_for(job.process_id)}
     try:
-        client = await svc.temporal.client()
-        await start_generation(client, workflow_input, svc.settings)
+        client = await temporal()
+        handle = await start_generation(client, job.workflow_input(), settings, owner)
     except Exception as exc:  # any failure to reach Temporal or to start is the same outcome for the user
         cause = _one_line(exc)
         log_event(logging.ERROR, "workflow_start_failed", "workflow start failed", cause=cause, **fields)
-        await svc.jobs.fail_start(job.process_id, internal=cause)
+        await jobs.fail_start(job.process_id, internal=cause)
         raise AppError(ErrorCode.WORKFLOW_START_ERROR, {"processId": str(job.process_id)}) from exc
     log_event(logging.INFO, "workflow_started", "workflow started", type=job.type.value, **fields)
+    return handle
 
 
 def _one_line(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import as_app_error, render_app_error
@@ -21,6 +22,7 @@ from api.log_context import log_event, log_exception, request_scope
 
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 RATE_LIMIT_HEADERS_KEY = "rate_limit_headers"
+CLIENT_CLOSED_REQUEST = 499  # logged only (nginx's code): nobody is left to answer
 
 
 def request_id_from(incoming: str | None) -> str:
@@ -53,13 +55,16 @@ class RequestContextMiddleware:
                 out = MutableHeaders(scope=message)
                 out["X-Request-ID"] = request_id
                 out["Cache-Control"] = "no-store"
-                out["Content-Language"] = lang.value
+                out.setdefault("Content-Language", lang.value)  # a replay keeps its stored language
                 out.update(state.get(RATE_LIMIT_HEADERS_KEY, {}))
             await send(message)
 
         with request_scope(request_id):
             try:
                 await self.app(scope, receive, send_with_headers)
+            except ClientDisconnect:  # the client hung up while sending its body: no fault of ours
+                status = CLIENT_CLOSED_REQUEST
+                log_event(logging.INFO, "client_disconnected", "client disconnected before sending its body")
             except Exception as exc:
                 log_exception("unhandled_exception", "unhandled exception")
                 if not response_started:

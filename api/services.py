@@ -14,6 +14,7 @@ from api.auth import TokenVerifier, make_verifier
 from api.rate_limit import Bucket, RateLimiter
 from api.temporal_gateway import TemporalConnection
 from db.engine import make_engine
+from db.idempotency import IdempotencyStore
 from db.repository import JobRepository
 from db.users import UserDirectory
 from settings import Settings
@@ -24,6 +25,7 @@ class Services:
     settings: Settings
     engine: AsyncEngine
     jobs: JobRepository
+    idempotency: IdempotencyStore
     users: UserDirectory
     limiter: RateLimiter
     verifier: TokenVerifier
@@ -47,6 +49,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 settings=settings,
                 engine=engine,
                 jobs=JobRepository(engine),
+                idempotency=IdempotencyStore(engine),
                 users=UserDirectory(engine),
                 limiter=RateLimiter(engine, limits),
                 verifier=make_verifier(settings, http),

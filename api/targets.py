@@ -6,11 +6,11 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from api.bodies import Target
 from db import reads
-from db.repository import UNIT_TYPE_BY_JOB
 from domain.enums import ProcessingType, Scope, TargetType, UnitStatus
 from domain.errors import AppError, ErrorCode
-from domain.params import Target
+from domain.jobs import UNIT_TYPE_BY_JOB
 
 Units = list[tuple[UUID, TargetType]]
 

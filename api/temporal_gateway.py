@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
+from typing import Any
 from uuid import UUID
 
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -21,13 +22,17 @@ from temporalio.common import (
 )
 
 from api.log_context import log_event
+from db.users import Identity
 from domain.enums import ProcessingStatus, Scope
 from domain.workflow_io import (
     SA_PROCESSING_STATUS,
     SA_PROCESSING_TYPE,
     SA_TARGET_ID,
     SA_USER_ID,
+    SA_USER_ISSUER,
+    SA_USER_SUBJECT,
     GenerationInput,
+    WorkflowSummary,
     workflow_id_for,
 )
 from settings import Settings
@@ -68,13 +73,16 @@ class TemporalConnection:
         )
 
 
-async def start_generation(client: Client, job: GenerationInput, settings: Settings) -> None:
+async def start_generation(
+    client: Client, job: GenerationInput, settings: Settings, owner: Identity
+) -> WorkflowHandle[Any, WorkflowSummary]:
     deadline = (
         settings.goal_scope_deadline_seconds if job.scope is Scope.GOAL else settings.job_deadline_seconds
     )
-    await client.start_workflow(
+    return await client.start_workflow(
         WORKFLOW_TYPE,
         job,
+        result_type=WorkflowSummary,
         id=workflow_id_for(job.process_id),
         task_queue=settings.temporal_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -86,6 +94,8 @@ async def start_generation(client: Client, job: GenerationInput, settings: Setti
                 SearchAttributePair(SA_PROCESSING_STATUS, ProcessingStatus.PENDING.value),
                 SearchAttributePair(SA_USER_ID, str(job.user_id)),
                 SearchAttributePair(SA_TARGET_ID, str(job.target_id)),
+                SearchAttributePair(SA_USER_SUBJECT, owner.subject),
+                *([SearchAttributePair(SA_USER_ISSUER, owner.issuer)] if owner.issuer else []),
             ]
         ),
         rpc_timeout=RPC_TIMEOUT,

@@ -9,10 +9,10 @@ from datetime import UTC, date, datetime, time
 from typing import TypeVar
 from uuid import UUID
 
+from api.fields import FieldError, FieldMessage, InvalidFields, parse_offset_datetime, parse_uuid
 from db.reads import HistoryFilter
 from domain.enums import ProcessingStatus, ProcessingType
 from domain.errors import ErrorCode
-from domain.params import FieldError, FieldMessage, InvalidFields, parse_offset_datetime, parse_uuid
 
 _DIGITS = re.compile(r"^[0-9]+$")
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")

@@ -7,18 +7,14 @@ from typing import Any
 
 from db.models import ProcessingEvent, ProcessingState, Task
 from db.reads import ActionNode, GoalTree, JobView, SubGoalNode
-from db.repository import NewJob, is_goal_scope
-from domain.enums import Language, ProcessingStatus, Scope
+from domain.enums import Language, ProcessingStatus
 from domain.errors import render_error
 from domain.items import action_item, stamps, subgoal_item, task_item
+from domain.jobs import NewJob, job_scope
 from domain.timefmt import iso_ms, iso_ms_or_none
 
 CANCELLED_MESSAGE = {Language.JA: "処理をキャンセルしました", Language.EN: "Processing has been cancelled."}
 _WITH_ERROR = frozenset({ProcessingStatus.FAILED, ProcessingStatus.TIMEOUT, ProcessingStatus.CANCELLED})
-
-
-def scope_of(job: ProcessingState) -> Scope:
-    return Scope.GOAL if is_goal_scope(job) else Scope.TARGET
 
 
 def _error(job: ProcessingState, lang: Language, with_details: bool) -> dict[str, Any] | None:
@@ -63,7 +59,7 @@ def _job_fields(job: ProcessingState) -> dict[str, Any]:
 def status_view(view: JobView, lang: Language) -> dict[str, Any]:
     job = view.job
     data = _job_fields(job) | {
-        "scope": scope_of(job).value,
+        "scope": job_scope(job.type, job.target_type).value,
         "units": {"total": job.total_units, "succeeded": view.units.succeeded, "failed": view.units.failed},
         "rootProcessId": str(job.root_process_id),
         "startedAt": iso_ms_or_none(job.started_at),
@@ -90,14 +86,14 @@ def history_item(job: ProcessingState, lang: Language) -> dict[str, Any]:
     return data
 
 
-def accepted_view(job: NewJob, scope: Scope) -> dict[str, Any]:
+def accepted_view(job: NewJob) -> dict[str, Any]:
     data: dict[str, Any] = {
         "processId": str(job.process_id),
         "status": ProcessingStatus.PENDING.value,
         "type": job.type.value,
         "targetType": job.target_type.value,
         "targetId": str(job.target_id),
-        "scope": scope.value,
+        "scope": job.scope.value,
         "totalUnits": job.total_units,
         "createdAt": iso_ms(job.created_at),
         "estimatedCompletionTime": iso_ms(job.estimated_completion_at),

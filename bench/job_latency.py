@@ -26,19 +26,20 @@ from pathlib import Path
 from sqlalchemy import text
 from temporalio.client import Client
 
-from activities.generation import build_prompt
 from ai.offline import OfflineProvider
 from ai.pipeline import SamplingConfig, generate_validated, output_kind
+from ai.prompts import build_prompt
 from ai.provider import CallContext
 from cli.postgres import EmbeddedPostgres
 from cli.temporal_server import DevTemporalServer
 from db.context import load_context
 from db.engine import make_engine
 from db.migrate import upgrade_head
-from db.repository import JobRepository, NewJob
+from db.repository import JobRepository
 from db.transitions import RunStatus
 from domain.enums import ProcessingType, Scope, TargetType
 from domain.errors import ErrorCode
+from domain.jobs import NewJob
 from domain.workflow_io import GenerationInput, PersistUnitRequest, UnitRef, WorkflowSummary, workflow_id_for
 from settings import Settings
 from temporal_client import connect_temporal

@@ -32,8 +32,9 @@ from cli.token import issue_dev_token
 from db.engine import make_engine
 from db.migrate import upgrade_head
 from db.models import ProcessingState, User
-from db.repository import JobRepository, NewJob
+from db.repository import JobRepository
 from domain.enums import ProcessingType, TargetType
+from domain.jobs import NewJob
 from settings import DEV_JWT_SECRET
 
 ROOT = Path(__file__).resolve().parents[1]

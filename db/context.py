@@ -9,24 +9,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ai.prompts import (
-    ActionContext,
-    ActionPromptContext,
-    GoalContext,
-    SubGoalContext,
-    SubGoalPromptContext,
-    TaskPromptContext,
-    UserContext,
-)
 from db.models import Action, Goal, SubGoal, User
+from domain import prompt_context as pc
 from domain.enums import ActionType
 from domain.errors import AppError, ErrorCode
 
-PromptContext = SubGoalPromptContext | ActionPromptContext | TaskPromptContext
 
-
-def _goal(row: Any) -> GoalContext:
-    return GoalContext(
+def _goal(row: Any) -> pc.GoalContext:
+    return pc.GoalContext(
         title=row.title,
         description=row.description,
         deadline=row.deadline,
@@ -35,17 +25,17 @@ def _goal(row: Any) -> GoalContext:
     )
 
 
-def _subgoal(row: Any) -> SubGoalContext:
-    return SubGoalContext(
+def _subgoal(row: Any) -> pc.SubGoalContext:
+    return pc.SubGoalContext(
         title=row.title, description=row.description, background=row.background, position=row.position
     )
 
 
-async def _user(conn: Any, user_id: uuid.UUID) -> UserContext:
+async def _user(conn: Any, user_id: uuid.UUID) -> pc.UserContext:
     row = (await conn.execute(select(User.industry, User.job_type).where(User.id == user_id))).one_or_none()
     if row is None:
-        return UserContext()
-    return UserContext(industry=row.industry.value if row.industry else None, job_type=row.job_type)
+        return pc.UserContext()
+    return pc.UserContext(industry=row.industry.value if row.industry else None, job_type=row.job_type)
 
 
 def _owned(row: Any, user_id: uuid.UUID, missing: ErrorCode) -> Any:
@@ -58,14 +48,14 @@ def _owned(row: Any, user_id: uuid.UUID, missing: ErrorCode) -> Any:
 
 async def load_context(
     engine: AsyncEngine, job: Any, unit_id: uuid.UUID, timezone: str
-) -> tuple[PromptContext, ActionType | None]:
+) -> tuple[pc.PromptContext, ActionType | None]:
     """The prompt context of one unit (and, for tasks, the parent action's type)."""
     async with engine.connect() as conn:
         user = await _user(conn, job.user_id)
         job_type = str(job.type)
         if job_type == "SUBGOAL_GENERATION":
             p = job.params
-            goal = GoalContext(
+            goal = pc.GoalContext(
                 title=p["title"],
                 description=p.get("description"),
                 deadline=datetime.fromisoformat(p["deadline"]) if p.get("deadline") else None,
@@ -77,7 +67,7 @@ async def load_context(
                     await conn.execute(select(Goal.user_id).where(Goal.id == job.target_id))
                 ).one_or_none()
                 _owned(owner, job.user_id, ErrorCode.GOAL_NOT_FOUND)
-            return SubGoalPromptContext(goal=goal, user=user, timezone=timezone), None
+            return pc.SubGoalPromptContext(goal=goal, user=user, timezone=timezone), None
         if job_type == "ACTION_GENERATION":
             sub = (await conn.execute(select(SubGoal).where(SubGoal.id == unit_id))).one_or_none()
             if sub is None:
@@ -94,7 +84,7 @@ async def load_context(
                     .order_by(SubGoal.position)
                 )
             ).all()
-            ctx = ActionPromptContext(
+            ctx = pc.ActionPromptContext(
                 goal=_goal(goal_row),
                 subgoal=_subgoal(sub),
                 siblings=[_subgoal(s) for s in siblings],
@@ -112,10 +102,10 @@ async def load_context(
             ErrorCode.GOAL_NOT_FOUND,
         )
         action_type = ActionType(action.type)
-        task_ctx = TaskPromptContext(
+        task_ctx = pc.TaskPromptContext(
             goal=_goal(goal_row),
             subgoal=_subgoal(sub),
-            action=ActionContext(
+            action=pc.ActionContext(
                 title=action.title,
                 description=action.description,
                 background=action.background,

@@ -1,12 +1,13 @@
 """Saving one unit's validated output (spec 3.4–3.6 "Persistence"): children replaced atomically.
 
-Each function runs inside the caller's transaction, after the job row is locked and claimed, and
-returns the inserted rows as API-shaped dicts plus the number of rows it replaced.
+Each saver runs inside the caller's transaction, after the job row is locked and claimed, and returns
+the inserted rows as API-shaped dicts plus the number of rows it replaced.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,7 +16,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.models import Action, Goal, SubGoal, Task
-from domain.enums import ActionType, GoalStatus, TaskStatus
+from domain.enums import ActionType, GoalStatus, ProcessingType, TaskStatus
 from domain.errors import AppError, ErrorCode
 from domain.generation import GeneratedUnit
 from domain.items import action_item, subgoal_item, task_item
@@ -28,31 +29,69 @@ class Saved:
     context: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class _Children:
+    """A kind of generated row: its table, the key to its parent, the parent's target type, its API shape."""
+
+    model: Any
+    parent_key: Any
+    parent_type: str
+    shape: Callable[[Any], dict[str, Any]]
+
+
+_SUBGOALS = _Children(SubGoal, SubGoal.goal_id, "GOAL", subgoal_item)
+_ACTIONS = _Children(Action, Action.sub_goal_id, "SUB_GOAL", action_item)
+_TASKS = _Children(Task, Task.action_id, "ACTION", task_item)
+
+
+async def _replace_children(
+    conn: AsyncConnection, kind: _Children, job: Any, parent_id: uuid.UUID, fields: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], int]:
+    """Replace the parent's children with one row per generated item, in output order.
+
+    Existing children are deleted only when the job regenerates; otherwise they refuse the save with
+    TARGET_HAS_CHILDREN. Returns the new rows (API shape, by position) and how many were deleted.
+    """
+    existing = int(
+        (
+            await conn.execute(
+                select(func.count()).select_from(kind.model).where(kind.parent_key == parent_id)
+            )
+        ).scalar_one()
+    )
+    if existing and not job.params.get("regenerate"):
+        raise AppError(
+            ErrorCode.TARGET_HAS_CHILDREN,
+            {
+                "targetType": kind.parent_type,
+                "targetId": str(parent_id),
+                "unitsWithChildren": [str(parent_id)],
+            },
+        )
+    if existing:
+        await conn.execute(delete(kind.model).where(kind.parent_key == parent_id))
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            kind.parent_key.key: parent_id,
+            "position": pos,
+            "generated_by_process_id": job.id,
+            **item,
+        }
+        for pos, item in enumerate(fields)
+    ]
+    inserted = (await conn.execute(insert(kind.model).returning(kind.model), rows)).all()
+    return [kind.shape(r) for r in sorted(inserted, key=lambda r: r.position)], existing
+
+
 def _text_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-async def _replace_children(
-    conn: AsyncConnection, model: Any, parent_col: Any, parent_id: uuid.UUID, regenerate: bool, target: str
-) -> int:
-    existing = (
-        await conn.execute(select(func.count()).select_from(model).where(parent_col == parent_id))
-    ).scalar_one()
-    if existing and not regenerate:
-        raise AppError(
-            ErrorCode.TARGET_HAS_CHILDREN,
-            {"targetType": target, "targetId": str(parent_id), "unitsWithChildren": [str(parent_id)]},
-        )
-    if existing:
-        await conn.execute(delete(model).where(parent_col == parent_id))
-    return int(existing)
-
-
-async def save_subgoals(
-    conn: AsyncConnection, job: Any, output: GeneratedUnit, process_id: uuid.UUID
-) -> Saved:
+async def save_subgoals(conn: AsyncConnection, job: Any, unit_id: uuid.UUID, output: GeneratedUnit) -> Saved:
+    """The unit is the goal itself (the job's target): created from the job's params, or updated."""
     params: dict[str, Any] = job.params
-    goal_id: uuid.UUID = job.target_id
+    goal_id = unit_id
     goal = (
         await conn.execute(select(Goal.id, Goal.user_id).where(Goal.id == goal_id).with_for_update())
     ).one_or_none()
@@ -72,7 +111,7 @@ async def save_subgoals(
                 user_id=job.user_id,
                 status=GoalStatus.ACTIVE,
                 progress=0,
-                created_by_process_id=process_id,
+                created_by_process_id=job.id,
                 **fields,
             )
         )
@@ -80,28 +119,16 @@ async def save_subgoals(
         raise AppError(ErrorCode.FORBIDDEN)
     else:
         await conn.execute(update(Goal).where(Goal.id == goal_id).values(updated_at=func.now(), **fields))
-    deleted = await _replace_children(
-        conn, SubGoal, SubGoal.goal_id, goal_id, bool(params.get("regenerate")), "GOAL"
+    items, deleted = await _replace_children(
+        conn,
+        _SUBGOALS,
+        job,
+        goal_id,
+        [
+            {"title": s.title, "description": s.description, "background": s.background, "progress": 0}
+            for s in output.subgoals
+        ],
     )
-    rows = (
-        await conn.execute(
-            insert(SubGoal).returning(SubGoal),
-            [
-                {
-                    "id": uuid.uuid4(),
-                    "goal_id": goal_id,
-                    "title": item.title,
-                    "description": item.description,
-                    "background": item.background,
-                    "position": pos,
-                    "progress": 0,
-                    "generated_by_process_id": process_id,
-                }
-                for pos, item in enumerate(output.subgoals)
-            ],
-        )
-    ).all()
-    items = [subgoal_item(r) for r in sorted(rows, key=lambda r: r.position)]
     return Saved(items, deleted, {"goalId": str(goal_id)})
 
 
@@ -114,9 +141,7 @@ async def _owned_parent(conn: AsyncConnection, stmt: Any, job: Any, missing: Err
     return row
 
 
-async def save_actions(
-    conn: AsyncConnection, job: Any, unit_id: uuid.UUID, output: GeneratedUnit, process_id: uuid.UUID
-) -> Saved:
+async def save_actions(conn: AsyncConnection, job: Any, unit_id: uuid.UUID, output: GeneratedUnit) -> Saved:
     parent = await _owned_parent(
         conn,
         select(SubGoal.id, SubGoal.title, Goal.title.label("goal_title"), Goal.user_id.label("owner"))
@@ -126,29 +151,22 @@ async def save_actions(
         job,
         ErrorCode.SUBGOAL_NOT_FOUND,
     )
-    deleted = await _replace_children(
-        conn, Action, Action.sub_goal_id, unit_id, bool(job.params.get("regenerate")), "SUB_GOAL"
+    items, deleted = await _replace_children(
+        conn,
+        _ACTIONS,
+        job,
+        unit_id,
+        [
+            {
+                "title": a.title,
+                "description": a.description,
+                "background": a.background,
+                "type": a.type,
+                "progress": 0,
+            }
+            for a in output.actions
+        ],
     )
-    rows = (
-        await conn.execute(
-            insert(Action).returning(Action),
-            [
-                {
-                    "id": uuid.uuid4(),
-                    "sub_goal_id": unit_id,
-                    "title": item.title,
-                    "description": item.description,
-                    "background": item.background,
-                    "type": item.type,
-                    "position": pos,
-                    "progress": 0,
-                    "generated_by_process_id": process_id,
-                }
-                for pos, item in enumerate(output.actions)
-            ],
-        )
-    ).all()
-    items = [action_item(r) for r in sorted(rows, key=lambda r: r.position)]
     context = {
         "subGoalId": str(unit_id),
         "goalContext": {"goalTitle": parent.goal_title, "subGoalTitle": parent.title},
@@ -156,9 +174,7 @@ async def save_actions(
     return Saved(items, deleted, context)
 
 
-async def save_tasks(
-    conn: AsyncConnection, job: Any, unit_id: uuid.UUID, output: GeneratedUnit, process_id: uuid.UUID
-) -> Saved:
+async def save_tasks(conn: AsyncConnection, job: Any, unit_id: uuid.UUID, output: GeneratedUnit) -> Saved:
     parent = await _owned_parent(
         conn,
         select(
@@ -177,31 +193,24 @@ async def save_tasks(
         ErrorCode.ACTION_NOT_FOUND,
     )
     action_type = ActionType(parent.type)
-    deleted = await _replace_children(
-        conn, Task, Task.action_id, unit_id, bool(job.params.get("regenerate")), "ACTION"
+    items, deleted = await _replace_children(
+        conn,
+        _TASKS,
+        job,
+        unit_id,
+        [
+            {
+                "title": t.title,
+                "description": t.description,
+                "type": action_type,
+                "status": TaskStatus.NOT_STARTED,
+                "estimated_minutes": t.estimated_minutes,
+                "priority": t.priority,
+                "depends_on": [d for d in t.depends_on if 0 <= d < pos],
+            }
+            for pos, t in enumerate(output.tasks)
+        ],
     )
-    rows = (
-        await conn.execute(
-            insert(Task).returning(Task),
-            [
-                {
-                    "id": uuid.uuid4(),
-                    "action_id": unit_id,
-                    "title": item.title,
-                    "description": item.description,
-                    "type": action_type,
-                    "status": TaskStatus.NOT_STARTED,
-                    "estimated_minutes": item.estimated_minutes,
-                    "priority": item.priority,
-                    "position": pos,
-                    "depends_on": [d for d in item.depends_on if 0 <= d < pos],
-                    "generated_by_process_id": process_id,
-                }
-                for pos, item in enumerate(output.tasks)
-            ],
-        )
-    ).all()
-    items = [task_item(r) for r in sorted(rows, key=lambda r: r.position)]
     context = {
         "actionId": str(unit_id),
         "actionContext": {
@@ -214,3 +223,10 @@ async def save_tasks(
         "totalEstimatedMinutes": sum(i["estimatedMinutes"] for i in items),
     }
     return Saved(items, deleted, context)
+
+
+SAVERS = {
+    ProcessingType.SUBGOAL_GENERATION: save_subgoals,
+    ProcessingType.ACTION_GENERATION: save_actions,
+    ProcessingType.TASK_GENERATION: save_tasks,
+}

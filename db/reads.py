@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import InstrumentedAttribute
 
 from db.models import Action, Goal, ProcessingEvent, ProcessingState, ProcessingUnit, SubGoal, Task
-from domain.enums import ProcessingStatus, ProcessingType, TargetType, UnitStatus
+from domain.enums import ACTIVE_STATUSES, ProcessingStatus, ProcessingType, TargetType, UnitStatus
 
 PS = ProcessingState
 PU = ProcessingUnit
@@ -130,6 +130,17 @@ async def job_view(conn: AsyncConnection, process_id: UUID) -> JobView | None:
 async def child_of(conn: AsyncConnection, process_id: UUID) -> UUID | None:
     """The retry child of a job, if one exists."""
     stmt = select(PS.id).where(PS.parent_process_id == process_id)
+    return (await conn.execute(stmt)).scalar_one_or_none()
+
+
+async def active_job_for(conn: AsyncConnection, job: Any) -> UUID | None:
+    """The active job of ``job``'s user, type and target, if one exists (``job``: a row or a NewJob)."""
+    stmt = select(PS.id).where(
+        PS.user_id == job.user_id,
+        PS.type == job.type,
+        PS.target_id == job.target_id,
+        PS.status.in_(list(ACTIVE_STATUSES)),
+    )
     return (await conn.execute(stmt)).scalar_one_or_none()
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.models import ProcessingEvent, ProcessingState
 from domain.enums import ACTIVE_STATUSES, EventType, ProcessingStatus
-from domain.errors import InternalSignal
+from domain.errors import InternalSignal, InternalSignalError
 
 log = logging.getLogger("db.transitions")
 PS = ProcessingState
@@ -32,14 +32,6 @@ class RunStatus:
 
 
 RunProbe = Callable[[], Awaitable[RunStatus]]
-
-
-class InternalSignalError(Exception):
-    """STALE_RUN or JOB_NOT_ACTIVE: the caller must stop and write nothing (spec 6.3)."""
-
-    def __init__(self, signal: InternalSignal) -> None:
-        super().__init__(signal.value)
-        self.signal = signal
 
 
 @dataclass(frozen=True, slots=True)

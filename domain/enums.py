@@ -25,7 +25,6 @@ class ProcessingStatus(StrEnum):
 ACTIVE_STATUSES: frozenset[ProcessingStatus] = frozenset(
     {ProcessingStatus.PENDING, ProcessingStatus.PROCESSING}
 )
-TERMINAL_STATUSES: frozenset[ProcessingStatus] = frozenset(set(ProcessingStatus) - ACTIVE_STATUSES)
 
 
 class TargetType(StrEnum):

@@ -35,6 +35,8 @@ class ErrorCode(StrEnum):
     JOB_ALREADY_RUNNING = "JOB_ALREADY_RUNNING"
     TARGET_HAS_CHILDREN = "TARGET_HAS_CHILDREN"
     TARGET_NOT_READY = "TARGET_NOT_READY"
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    IDEMPOTENCY_KEY_IN_PROGRESS = "IDEMPOTENCY_KEY_IN_PROGRESS"
     RATE_LIMIT_EXCEEDED = "RATE_LIMIT_EXCEEDED"
     AI_ERROR = "AI_ERROR"
     AI_REQUEST_REJECTED = "AI_REQUEST_REJECTED"
@@ -56,6 +58,14 @@ class InternalSignal(StrEnum):
 
     STALE_RUN = "STALE_RUN"
     JOB_NOT_ACTIVE = "JOB_NOT_ACTIVE"
+
+
+class InternalSignalError(Exception):
+    """STALE_RUN or JOB_NOT_ACTIVE: the caller must stop and write nothing (spec 6.3)."""
+
+    def __init__(self, signal: InternalSignal) -> None:
+        super().__init__(signal.value)
+        self.signal = signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +238,22 @@ CATALOGUE: dict[ErrorCode, CatalogueEntry] = {
             "生成対象がまだありません。先に上位の項目を生成してください",
             "There is nothing to generate for yet. Generate the parent items first.",
             job=True,
+        ),
+        _e(
+            C.IDEMPOTENCY_KEY_REUSED,
+            422,
+            False,
+            False,
+            "このIdempotency-Keyは別の内容のリクエストで既に使用されています",
+            "This Idempotency-Key has already been used for a different request.",
+        ),
+        _e(
+            C.IDEMPOTENCY_KEY_IN_PROGRESS,
+            409,
+            True,
+            False,
+            "同じIdempotency-Keyのリクエストを処理中です。しばらく待ってから再試行してください",
+            "A request with the same Idempotency-Key is still being processed. Please wait and try again.",
         ),
         _e(
             C.RATE_LIMIT_EXCEEDED,

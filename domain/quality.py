@@ -83,7 +83,6 @@ TASK_COUNT_GUIDANCE: dict[ActionType, Range] = {
 ABSTRACT_TITLE_WORDS = ("検討する", "考える", "理解する", "把握する", "確認する")
 
 HABIT_KEYWORDS = ("毎日", "毎週", "継続", "習慣", "定期的", "日々", "常に", "ルーティン", "繰り返し")
-EXECUTION_KEYWORDS = ("作成", "実装", "完成", "達成", "登壇", "発表", "提出", "公開", "リリース")
 HIGH_PRIORITY_KEYWORDS = ("前提", "必須", "重要", "基礎", "基本", "最初", "初期")
 LOW_PRIORITY_KEYWORDS = ("補助", "追加", "オプション", "任意", "余裕があれば")
 
@@ -175,9 +174,14 @@ class _Collector:
     def optional_text(self, item: int, name: str, value: str | None) -> str | None:
         return None if value is None else self.text(item, name, value)
 
-    def length(self, rule: Rule, item: int, value: str, limit: Range) -> None:
-        if code_points(value) not in limit:
-            self.errors.append(Violation(rule, item, code_points(value), str(limit)))
+    def texts(self, item: int, raw: Any, names: Sequence[str]) -> list[str]:
+        """The cleaned values of the fields ``names`` of ``raw``, in that order."""
+        return [self.text(item, name, getattr(raw, name)) for name in names]
+
+    def lengths(self, item: int, values: Sequence[str], limits: Sequence[tuple[Rule, Range]]) -> None:
+        for value, (rule, limit) in zip(values, limits, strict=True):
+            if code_points(value) not in limit:
+                self.errors.append(Violation(rule, item, code_points(value), str(limit)))
 
     def duplicates(self, rule: Rule, titles: Sequence[str]) -> None:
         first_seen: dict[str, int] = {}
@@ -201,6 +205,19 @@ def _count_failure(rule: Rule, count: int, limit: Range) -> QualityResult[Any] |
     return QualityResult(items=(), errors=(Violation(rule, None, count, str(limit)),), warnings=())
 
 
+_SG_LENGTHS = (
+    (Rule.SG_TITLE_LENGTH, SG_TITLE),
+    (Rule.SG_DESCRIPTION_LENGTH, SG_DESCRIPTION),
+    (Rule.SG_BACKGROUND_LENGTH, SG_BACKGROUND),
+)
+_AC_LENGTHS = (
+    (Rule.AC_TITLE_LENGTH, AC_TITLE),
+    (Rule.AC_DESCRIPTION_LENGTH, AC_DESCRIPTION),
+    (Rule.AC_BACKGROUND_LENGTH, AC_BACKGROUND),
+)
+_TK_LENGTHS = ((Rule.TK_TITLE_LENGTH, TK_TITLE), (Rule.TK_DESCRIPTION_LENGTH, TK_DESCRIPTION))
+
+
 def validate_subgoals(items: Sequence[RawSubGoal]) -> QualityResult[SubGoalItem]:
     failed = _count_failure(Rule.SG_COUNT, len(items), SUBGOAL_COUNT)
     if failed is not None:
@@ -208,12 +225,8 @@ def validate_subgoals(items: Sequence[RawSubGoal]) -> QualityResult[SubGoalItem]
     c = _Collector(Rule.SG_UNSAFE_TEXT)
     validated: list[SubGoalItem] = []
     for number, raw in enumerate(items, start=1):
-        title = c.text(number, "title", raw.title)
-        description = c.text(number, "description", raw.description)
-        background = c.text(number, "background", raw.background)
-        c.length(Rule.SG_TITLE_LENGTH, number, title, SG_TITLE)
-        c.length(Rule.SG_DESCRIPTION_LENGTH, number, description, SG_DESCRIPTION)
-        c.length(Rule.SG_BACKGROUND_LENGTH, number, background, SG_BACKGROUND)
+        title, description, background = c.texts(number, raw, ("title", "description", "background"))
+        c.lengths(number, (title, description, background), _SG_LENGTHS)
         validated.append(SubGoalItem(title=title, description=description, background=background))
     c.duplicates(Rule.SG_DUPLICATE_TITLE, [s.title for s in validated])
     return c.result(validated)
@@ -246,8 +259,8 @@ def classify_action_type(text: str) -> ActionType:
 
 
 def resolve_action_type(ai_type: str | None, title: str, description: str) -> tuple[ActionType, bool]:
-    """A valid AI type (any case) is kept (D-12); otherwise the classifier decides. The flag says
-    whether the classifier was used."""
+    """A valid AI type (any case) is kept, never overwritten; otherwise the keyword classifier decides.
+    The flag says whether the classifier was used."""
     if ai_type is not None and ai_type.upper() in ActionType.__members__:
         return ActionType(ai_type.upper()), False
     return classify_action_type(f"{title} {description}"), True
@@ -260,13 +273,9 @@ def validate_actions(items: Sequence[RawAction]) -> QualityResult[ActionItem]:
     c = _Collector(Rule.AC_UNSAFE_TEXT)
     validated: list[ActionItem] = []
     for number, raw in enumerate(items, start=1):
-        title = c.text(number, "title", raw.title)
-        description = c.text(number, "description", raw.description)
-        background = c.text(number, "background", raw.background)
+        title, description, background = c.texts(number, raw, ("title", "description", "background"))
         ai_type = c.optional_text(number, "type", raw.type)
-        c.length(Rule.AC_TITLE_LENGTH, number, title, AC_TITLE)
-        c.length(Rule.AC_DESCRIPTION_LENGTH, number, description, AC_DESCRIPTION)
-        c.length(Rule.AC_BACKGROUND_LENGTH, number, background, AC_BACKGROUND)
+        c.lengths(number, (title, description, background), _AC_LENGTHS)
         action_type, fell_back = resolve_action_type(ai_type, title, description)
         if fell_back:
             c.warnings.append(Violation(Rule.AC_TYPE_FALLBACK, number, action_type.value, "execution|habit"))
@@ -333,11 +342,9 @@ def validate_tasks(items: Sequence[RawTask], action_type: ActionType) -> Quality
         c.warnings.append(Violation(Rule.TK_COUNT_GUIDANCE, None, len(items), str(guidance)))
     validated: list[TaskItem] = []
     for number, raw in enumerate(items, start=1):
-        title = c.text(number, "title", raw.title)
-        description = c.text(number, "description", raw.description)
+        title, description = c.texts(number, raw, ("title", "description"))
         ai_priority = c.optional_text(number, "priority", raw.priority)
-        c.length(Rule.TK_TITLE_LENGTH, number, title, TK_TITLE)
-        c.length(Rule.TK_DESCRIPTION_LENGTH, number, description, TK_DESCRIPTION)
+        c.lengths(number, (title, description), _TK_LENGTHS)
         minutes = resolve_estimate(raw.estimated_minutes)
         if minutes is None:
             c.errors.append(

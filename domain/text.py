@@ -1,9 +1,10 @@
 """The one text normalisation pipeline (spec 4.2) and injection detector (spec 4.3).
 
 Request fields, context text and every string of AI output go through this module and nothing else.
-Detection runs on the NFC text *before* anything is stripped (D-19), and again on the stripped result so
-that markup cannot hide a pattern (``ig<b></b>nore previous instructions``) that would otherwise reach a
-prompt intact. Nothing is ever truncated.
+Detection runs on the NFC text *before* anything is stripped (stripping first would remove the markers
+some patterns need), and again on the stripped result so that markup cannot hide a pattern
+(``ig<b></b>nore previous instructions``) that would otherwise reach a prompt intact. Nothing is ever
+truncated.
 """
 
 from __future__ import annotations

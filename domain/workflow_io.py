@@ -20,7 +20,17 @@ SA_PROCESSING_TYPE = SearchAttributeKey.for_keyword("ProcessingType")
 SA_PROCESSING_STATUS = SearchAttributeKey.for_keyword("ProcessingStatus")
 SA_USER_ID = SearchAttributeKey.for_keyword("UserId")
 SA_TARGET_ID = SearchAttributeKey.for_keyword("TargetId")
-SEARCH_ATTRIBUTES = (SA_PROCESSING_TYPE, SA_PROCESSING_STATUS, SA_USER_ID, SA_TARGET_ID)
+# The identity operators know a user by: the JWT `sub` and, when the token has one, `iss` (issue 6).
+SA_USER_SUBJECT = SearchAttributeKey.for_keyword("UserSubject")
+SA_USER_ISSUER = SearchAttributeKey.for_keyword("UserIssuer")
+SEARCH_ATTRIBUTES = (
+    SA_PROCESSING_TYPE,
+    SA_PROCESSING_STATUS,
+    SA_USER_ID,
+    SA_TARGET_ID,
+    SA_USER_SUBJECT,
+    SA_USER_ISSUER,
+)
 
 WORKFLOW_ID_PREFIX = "ai-gen-"
 
@@ -167,3 +177,4 @@ class RetentionInput(_Model):
 class RetentionSummary(_Model):
     deleted_jobs: int = 0
     deleted_rate_limit_windows: int = 0
+    deleted_idempotency_keys: int = 0

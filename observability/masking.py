@@ -12,7 +12,8 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bpassword\s*[=: ]\s*[^\s,;&]+", re.I), "password=***"),
     (re.compile(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "jwt.***"),
     (re.compile(r"[A-Za-z0-9._%+-]+@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)"), r"***@\1"),
-    (re.compile(r"\b\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{4}\b"), "****-****-****-****"),
+    # Not inside a longer token: a UUID whose first groups are digits (49906431-0073-4447-…) is no card.
+    (re.compile(r"(?<![\w-])\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{4}(?![\w-])"), "****-****-****-****"),
     (re.compile(r"\bAKIA[A-Z0-9]{16}\b"), "AKIA***"),
     (
         re.compile(

@@ -4,7 +4,7 @@
 OTEL_EXPORTER_OTLP_ENDPOINT is set, else a Prometheus ``/metrics`` on METRICS_PORT (API 9464, worker
 9465). Until then, or with METRICS_ENABLED=false, every instrument is a no-op. Each emission function
 below is guarded: a failure to record or to export is logged as ``metric_emit_failed`` and never
-reaches the caller (M129). The OpenTelemetry SDK lower-cases instrument names, so Prometheus sees e.g.
+reaches the caller. The OpenTelemetry SDK lower-cases instrument names, so Prometheus sees e.g.
 ``asyncprocessingstarted_total`` and ``processingduration_milliseconds_sum`` (docs/alert-rules.yml).
 """
 
@@ -148,7 +148,7 @@ def _guarded(fn: Callable[P, None]) -> Callable[P, None]:
     def emit(*args: P.args, **kwargs: P.kwargs) -> None:
         try:
             fn(*args, **kwargs)
-        except Exception as exc:  # a metric must never fail the request or the job (M129)
+        except Exception as exc:  # a metric must never fail the request or the job
             _emit_failed(fn.__name__, exc)
 
     return emit
@@ -217,7 +217,7 @@ def rate_limit_rejected(bucket: str) -> None:
 
 @_guarded
 def reconciler_correction(to_status: ProcessingStatus) -> None:
-    """ReconcilerCorrections: the reconciler fixed one row (T10)."""
+    """ReconcilerCorrections: the reconciler ended one open row whose workflow had already closed."""
     _state.instruments.corrections.add(1, {"ToStatus": to_status.value})
 
 

@@ -9,6 +9,7 @@ import asyncio
 import builtins
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -25,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from domain import retry
     from domain.enums import ProcessingStatus, Scope
     from domain.errors import NON_RETRYABLE_CODES, ErrorCode, InternalSignal
+    from domain.jobs import OPERATOR_CANCEL_REASON
     from domain.workflow_io import (
         SA_PROCESSING_STATUS,
         Act,
@@ -53,7 +55,6 @@ STANDARD_RETRY = RetryPolicy(
 )
 SHORT = timedelta(seconds=10)
 INTERNAL = {s.value for s in InternalSignal}
-DEFAULT_CANCEL_REASON = "オペレーターによるキャンセル"
 WAIT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
 
 
@@ -71,6 +72,13 @@ def failure_of(err: FailureError) -> tuple[str, dict[str, str] | None]:
         details = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else None
         return cause.type, details
     return ErrorCode.UNKNOWN_ERROR.value, None
+
+
+async def _short_write(activity: str, arg: Any, result_type: type[Any] | None = None) -> Any:
+    """A short state write: a local activity with the 10 s start-to-close and the standard retries."""
+    return await workflow.execute_local_activity(
+        activity, arg, result_type=result_type, start_to_close_timeout=SHORT, retry_policy=STANDARD_RETRY
+    )
 
 
 @workflow.defn(name="GenerationWorkflow")
@@ -102,13 +110,7 @@ class GenerationWorkflow:
     async def run(self, inp: GenerationInput) -> WorkflowSummary:
         ref = JobRef(process_id=inp.process_id, scope=inp.scope)
         try:
-            marked = await workflow.execute_local_activity(
-                Act.MARK_PROCESSING,
-                ref,
-                result_type=MarkProcessingResult,
-                start_to_close_timeout=SHORT,
-                retry_policy=STANDARD_RETRY,
-            )
+            marked = await _short_write(Act.MARK_PROCESSING, ref, MarkProcessingResult)
         except asyncio.CancelledError:
             await self._cancelled(inp)
             raise
@@ -167,7 +169,7 @@ class GenerationWorkflow:
                 process_id=inp.process_id,
                 status=ProcessingStatus.CANCELLED,
                 error_code=ErrorCode.CANCELLED.value,
-                cancel_reason=workflow.cancellation_reason() or DEFAULT_CANCEL_REASON,
+                cancel_reason=workflow.cancellation_reason() or OPERATOR_CANCEL_REASON,
             )
         )
         self._set_status(ProcessingStatus.CANCELLED)
@@ -256,14 +258,10 @@ class GenerationWorkflow:
         self, inp: GenerationInput, unit: UnitRef, code: str, details: dict[str, str] | None
     ) -> None:
         try:
-            await workflow.execute_local_activity(
-                Act.RECORD_UNIT_FAILURE,
-                UnitFailure(
-                    process_id=inp.process_id, unit=unit, scope=inp.scope, error_code=code, details=details
-                ),
-                start_to_close_timeout=SHORT,
-                retry_policy=STANDARD_RETRY,
+            failure = UnitFailure(
+                process_id=inp.process_id, unit=unit, scope=inp.scope, error_code=code, details=details
             )
+            await _short_write(Act.RECORD_UNIT_FAILURE, failure)
         except ACTIVITY_FAILURE as err:
             if is_cancelled_exception(err):
                 raise
@@ -317,11 +315,5 @@ class GenerationWorkflow:
         raise ApplicationError(f"job ended {status.value}: {code}", type=code, non_retryable=True)
 
     async def _finalize(self, req: FinalizeRequest) -> bool:
-        result = await workflow.execute_local_activity(
-            Act.FINALIZE,
-            req,
-            result_type=FinalizeResult,
-            start_to_close_timeout=SHORT,
-            retry_policy=STANDARD_RETRY,
-        )
+        result = await _short_write(Act.FINALIZE, req, FinalizeResult)
         return bool(result.applied)

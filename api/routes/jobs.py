@@ -10,23 +10,26 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api import sse
-from api.deps import Body, Lang, ReadUser, ServicesDep, WriteUser
+from api.bodies import target_of, validate_cancel_body, validate_generate, validate_retry_body
+from api.deps import Body, Lang, Owner, ReadUser, ServicesDep, WriteUser
 from api.envelope import success
+from api.idempotency import idempotent
 from api.launch import launch, new_job
 from api.log_context import log_event
+from api.services import Services
 from api.targets import plan_units
 from api.temporal_gateway import cancel_generation
 from api.validation import events_page_query, history_query, path_id, stream_cursor
 from api.views import accepted_view, cancelled_view, event_view, history_item, status_view
 from db import reads
-from db.repository import USER_CANCEL_REASON, NewJob
-from domain.enums import ProcessingStatus, ProcessingType, Scope
+from db.users import Identity
+from domain.enums import ProcessingStatus, ProcessingType
 from domain.errors import AppError, ErrorCode
-from domain.params import target_of, validate_cancel_body, validate_generate, validate_retry_body
+from domain.jobs import USER_CANCEL_REASON, NewJob
 from observability import metrics
 
 PREFIX = "/api/ai/async"
@@ -46,34 +49,43 @@ async def _owned_job(conn: AsyncConnection, process_id: UUID, user_id: UUID) -> 
     return view
 
 
-def _accepted(job: NewJob, scope: Scope, trigger: metrics.Trigger) -> JSONResponse:
+def _accepted(job: NewJob, trigger: metrics.Trigger) -> JSONResponse:
     metrics.job_started(job.type.value, trigger)
     location = {"Location": f"{PREFIX}/status/{job.process_id}"}
-    return success(accepted_view(job, scope), status_code=202, headers=location)
+    return success(accepted_view(job), status_code=202, headers=location)
 
 
-@router.post("/generate")
-async def generate(request: Request, svc: ServicesDep, user_id: WriteUser, body: Body) -> JSONResponse:
+@router.post("/generate", response_model=None)
+async def generate(
+    request: Request, svc: ServicesDep, user_id: WriteUser, owner: Owner, body: Body, lang: Lang
+) -> Response:
+    return await idempotent(
+        svc, request, user_id, body, lang, lambda: _generate(request, svc, user_id, owner, body)
+    )
+
+
+async def _generate(
+    request: Request, svc: Services, user_id: UUID, owner: Identity, body: bytes
+) -> JSONResponse:
     req = validate_generate(body, datetime.now(UTC))
     target_id = req.target.target_id or uuid.uuid4()  # a new goal's id is reserved now
     async with svc.engine.connect() as conn:
         units = await plan_units(conn, user_id, req.type, req.target, target_id)
     job = new_job(
-        svc,
+        svc.settings,
         user_id=user_id,
         job_type=req.type,
         params=req.params,
         target_type=req.target.target_type,
         target_id=target_id,
-        scope=req.target.scope,
         units=units,
         request_id=request.state.request_id,
     )
-    await launch(svc, job, req.target.scope)
+    await launch(svc.jobs, svc.temporal.client, svc.settings, job, owner)
     log_event(
         logging.INFO, "job_accepted", "job accepted", processId=str(job.process_id), type=req.type.value
     )
-    return _accepted(job, req.target.scope, metrics.Trigger.START)
+    return _accepted(job, metrics.Trigger.START)
 
 
 @router.get("/status/{processId}")
@@ -84,9 +96,23 @@ async def status(svc: ServicesDep, user_id: ReadUser, lang: Lang, process_id: Pr
     return success(status_view(view, lang))
 
 
-@router.post("/retry/{processId}")
+@router.post("/retry/{processId}", response_model=None)
 async def retry(
-    request: Request, svc: ServicesDep, user_id: WriteUser, body: Body, process_id: ProcessId
+    request: Request,
+    svc: ServicesDep,
+    user_id: WriteUser,
+    owner: Owner,
+    body: Body,
+    lang: Lang,
+    process_id: ProcessId,
+) -> Response:
+    return await idempotent(
+        svc, request, user_id, body, lang, lambda: _retry(request, svc, user_id, owner, body, process_id)
+    )
+
+
+async def _retry(
+    request: Request, svc: Services, user_id: UUID, owner: Identity, body: bytes, process_id: str
 ) -> JSONResponse:
     pid = path_id(process_id)
     validate_retry_body(body)
@@ -103,18 +129,17 @@ async def retry(
         target = target_of(job_type, parent.params)
         units = await plan_units(conn, user_id, job_type, target, parent.target_id, retry_of=pid)
     job = new_job(
-        svc,
+        svc.settings,
         user_id=user_id,
         job_type=job_type,
         params=parent.params,
         target_type=target.target_type,
         target_id=parent.target_id,
-        scope=target.scope,
         units=units,
         request_id=request.state.request_id,
         parent=parent,
     )
-    await launch(svc, job, target.scope)
+    await launch(svc.jobs, svc.temporal.client, svc.settings, job, owner)
     log_event(
         logging.INFO,
         "retry_accepted",
@@ -123,7 +148,7 @@ async def retry(
         childProcessId=str(job.process_id),
         retryCount=job.retry_count,
     )
-    return _accepted(job, target.scope, metrics.Trigger.RETRY)
+    return _accepted(job, metrics.Trigger.RETRY)
 
 
 @router.post("/cancel/{processId}")

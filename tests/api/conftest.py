@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
-from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.app import create_app
 from db.repository import JobRepository
 from settings import Settings
-from tests.api.support import Jobs
+from tests.support.api import serve
+from tests.support.jobs import Jobs
 
 
 @pytest.fixture
@@ -30,20 +28,6 @@ def api_settings(make_settings: Callable[..., Settings]) -> Callable[..., Settin
         return make_settings(**(values | overrides))
 
     return build
-
-
-@asynccontextmanager
-async def serve(
-    settings: Settings, extend: Callable[[FastAPI], None] | None = None
-) -> AsyncIterator[httpx.AsyncClient]:
-    """One app instance (with its own lifespan: engine, Temporal connection, caches) and a client for it."""
-    app = create_app(settings)
-    if extend is not None:
-        extend(app)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
-            yield http
 
 
 @pytest_asyncio.fixture

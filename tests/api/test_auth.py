@@ -27,8 +27,7 @@ from api.auth import JwksKeys
 from db.models import User
 from db.users import Identity, UserDirectory
 from settings import DEV_JWT_SECRET, Settings
-from tests.api.conftest import serve
-from tests.api.support import assert_error, bearer
+from tests.support.api import assert_error, bearer, serve
 
 STATUS = f"/api/ai/async/status/{uuid.uuid4()}"
 ISSUER = "https://cognito-idp.ap-northeast-1.amazonaws.com/pool"
@@ -130,6 +129,25 @@ async def test_clock_leeway_and_nbf(api: httpx.AsyncClient) -> None:
     assert (await api.get(STATUS, headers=hs(exp=now - 10, iat=now - 100))).status_code == 404
     assert (await api.get(STATUS, headers=hs(nbf=now + 10))).status_code == 404
     assert_error(await api.get(STATUS, headers=hs(exp=now - 40, iat=now - 100)), 401, "TOKEN_EXPIRED")
+
+
+async def test_a_token_may_live_at_most_the_maximum_lifetime(
+    clean_db: AsyncEngine, api_settings: Callable[..., Settings]
+) -> None:
+    now = int(time.time())
+    async with serve(api_settings(jwt_max_lifetime_seconds=3600, jwt_leeway_seconds=30)) as http:
+        # exp within max lifetime + leeway of now: accepted (404: the job does not exist).
+        assert (await http.get(STATUS, headers=hs(exp=now + 3600 + 20))).status_code == 404
+        for exp in (now + 3600 + 60, 10**30, float("inf"), float("nan")):
+            response = await http.get(STATUS, headers=hs(exp=exp))
+            assert_error(response, 401, "UNAUTHORIZED")
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_default_maximum_lifetime_is_a_day(api: httpx.AsyncClient) -> None:
+    now = int(time.time())
+    assert (await api.get(STATUS, headers=hs(exp=now + 86_400))).status_code == 404
+    assert_error(await api.get(STATUS, headers=hs(exp=now + 2 * 86_400)), 401, "UNAUTHORIZED")
 
 
 @pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")

@@ -17,16 +17,9 @@ from db.models import ProcessingState
 from domain.enums import ProcessingStatus, ProcessingType, TargetType
 from domain.errors import ErrorCode
 from settings import Settings
-from tests.api.conftest import serve
-from tests.api.support import (
-    Jobs,
-    assert_error,
-    bearer,
-    closed_port_address,
-    ensure_user,
-    field_messages,
-    seed_tree,
-)
+from tests.support.api import assert_error, bearer, ensure_user, field_messages, seed_tree, serve
+from tests.support.jobs import Jobs
+from tests.support.servers import closed_port_address
 
 ALICE = bearer("alice")
 

@@ -15,25 +15,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from settings import Settings
-from tests.api.conftest import serve
-from tests.api.support import (
-    assert_error,
-    assert_timestamps,
-    bearer,
-    closed_port_address,
-    seed_tree,
-    user_id_of,
-)
+from tests.support.api import assert_error, assert_timestamps, bearer, seed_tree, serve, user_id_of
+from tests.support.jobs import subgoal_body
+from tests.support.servers import closed_port_address
 
 ALICE = bearer("alice")
 STATUS = "/api/ai/async/status/"
 GENERATE = "/api/ai/async/generate"
 FORBIDDEN_TEXT = ("Traceback", 'File "', "SELECT", "sqlalchemy", "psycopg", "postgresql", "boom-secret")
-
-
-def subgoal_body(**params: object) -> dict[str, object]:
-    base = {"title": "目標", "description": "説明", "background": "背景", "deadline": "2099-01-01T00:00:00Z"}
-    return {"type": "SUBGOAL_GENERATION", "params": base | params}
 
 
 async def test_error_bodies_have_exactly_success_and_error(api: httpx.AsyncClient) -> None:

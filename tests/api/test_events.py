@@ -17,8 +17,8 @@ from api.sse import event_stream
 from domain.enums import ProcessingStatus
 from domain.errors import ErrorCode
 from settings import Settings
-from tests.api.conftest import serve
-from tests.api.support import Jobs, assert_error, bearer, ensure_user, field_messages, seed_tree
+from tests.support.api import assert_error, bearer, ensure_user, field_messages, seed_tree, serve
+from tests.support.jobs import Jobs
 
 ALICE = bearer("alice")
 SSE = {"Accept": "text/event-stream"}

@@ -18,39 +18,36 @@ from temporalio.testing import WorkflowEnvironment
 
 from db.models import ProcessingEvent, ProcessingState, ProcessingUnit
 from domain.enums import ProcessingStatus, Scope, TargetType
-from domain.workflow_io import SA_PROCESSING_STATUS, SA_PROCESSING_TYPE, SA_TARGET_ID, SA_USER_ID
+from domain.workflow_io import (
+    SA_PROCESSING_STATUS,
+    SA_PROCESSING_TYPE,
+    SA_TARGET_ID,
+    SA_USER_ID,
+    SA_USER_ISSUER,
+    SA_USER_SUBJECT,
+)
 from settings import Settings
-from tests.api.conftest import serve
-from tests.api.support import (
-    Jobs,
+from tests.support.api import (
+    ACCEPTED_KEYS,
     assert_error,
     bearer,
-    closed_port_address,
     ensure_user,
     field_messages,
     seed_tree,
+    serve,
     user_id_of,
 )
+from tests.support.jobs import Jobs, subgoal_body
+from tests.support.servers import closed_port_address
 
 GENERATE = "/api/ai/async/generate"
 ALICE = bearer("alice")
 NEXT_YEAR = datetime.now(UTC).year + 1
 FUTURE = f"{NEXT_YEAR}-12-31T23:59:59+09:00"
-TS = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
 
 
 def subgoal(**params: Any) -> dict[str, Any]:
-    base = {
-        "title": "TypeScriptのエキスパートになる",
-        "description": "型システムと設計を深く理解し、チームで指導できる水準になる",
-        "deadline": FUTURE,
-        "background": "フロントエンド開発を3年担当している",
-        "constraints": "平日は1日1時間まで",
-    }
-    return {
-        "type": "SUBGOAL_GENERATION",
-        "params": {k: v for k, v in (base | params).items() if v is not None},
-    }
+    return subgoal_body(**({"deadline": FUTURE} | params))
 
 
 def ids(job_type: str, **params: Any) -> dict[str, Any]:
@@ -81,17 +78,7 @@ async def test_subgoal_without_goal_id_is_accepted(api: httpx.AsyncClient, clean
     response = await api.post(GENERATE, json=subgoal(), headers=ALICE)
     assert response.status_code == 202, response.text
     data = response.json()["data"]
-    assert set(data) == {
-        "processId",
-        "status",
-        "type",
-        "targetType",
-        "targetId",
-        "scope",
-        "totalUnits",
-        "createdAt",
-        "estimatedCompletionTime",
-    }
+    assert set(data) == ACCEPTED_KEYS
     assert response.headers["Location"] == f"/api/ai/async/status/{data['processId']}"
     assert data["status"] == "PENDING" and data["type"] == "SUBGOAL_GENERATION"
     assert (data["targetType"], data["scope"], data["totalUnits"]) == ("GOAL", "TARGET", 1)
@@ -104,19 +91,21 @@ async def test_action_and_task_jobs_on_owned_ready_targets(
     alice = await ensure_user(clean_db, "alice")
     goal = await seed_tree(clean_db, alice, subgoals=8)
     actions_goal = await seed_tree(clean_db, alice, subgoals=2, actions=3)
+    # Each target on a goal of its own: jobs on one branch of a goal exclude each other (test_hierarchy).
+    other, another = [await seed_tree(clean_db, alice, subgoals=1, actions=1) for _ in range(2)]
     cases = [
         (
-            ids("ACTION_GENERATION", subGoalId=str(goal.subgoal_ids[0])),
+            ids("ACTION_GENERATION", subGoalId=str(other.subgoal_ids[0]), regenerate=True),
             "SUB_GOAL",
-            goal.subgoal_ids[0],
+            other.subgoal_ids[0],
             "TARGET",
             1,
         ),
         (ids("ACTION_GENERATION", goalId=str(goal.goal_id)), "GOAL", goal.goal_id, "GOAL", 8),
         (
-            ids("TASK_GENERATION", actionId=str(actions_goal.action_ids[4])),
+            ids("TASK_GENERATION", actionId=str(another.action_ids[0])),
             "ACTION",
-            actions_goal.action_ids[4],
+            another.action_ids[0],
             "TARGET",
             1,
         ),
@@ -203,6 +192,8 @@ async def test_estimated_completion_per_type_and_scope(
             )
             row = await job_row(clean_db, data["processId"])
             assert row.estimated_completion_at - row.created_at == timedelta(seconds=seconds)
+            # Jobs on one branch of a goal exclude each other: end this one before the next.
+            await http.post(f"/api/ai/async/cancel/{data['processId']}", headers=ALICE)
 
 
 async def test_one_workflow_is_started_with_search_attributes(
@@ -222,8 +213,28 @@ async def test_one_workflow_is_started_with_search_attributes(
     assert attributes.get(SA_TARGET_ID) == data["targetId"]
     timeout = description.raw_description.execution_config.workflow_execution_timeout.ToTimedelta()
     assert timeout == timedelta(seconds=600 + 300)
+    assert attributes.get(SA_USER_SUBJECT) == "alice" and attributes.get(SA_USER_ISSUER) is None
     assert len(await workflows_of(client, f'WorkflowId = "{workflow_id}"')) == 1
     assert len(await workflows_of(client, f'UserId = "{alice}"')) == 1
+
+
+async def test_operators_find_a_users_jobs_by_token_subject_and_issuer(
+    api: httpx.AsyncClient, clean_db: AsyncEngine, temporal_env: WorkflowEnvironment
+) -> None:
+    subject = f"operator-visible-{uuid.uuid4()}"
+    cognito = bearer(subject, issuer="https://idp.example/pool")
+    started = [
+        (await api.post(GENERATE, json=subgoal(), headers=h)).json()["data"] for h in (cognito, cognito)
+    ]
+    # The same `sub` from another issuer is another user, with its own jobs.
+    other = (await api.post(GENERATE, json=subgoal(), headers=bearer(subject))).json()["data"]
+    client = temporal_env.client
+    by_subject = await workflows_of(client, f'UserSubject = "{subject}"')
+    assert {w.id for w in by_subject} == {f"ai-gen-{d['processId']}" for d in [*started, other]}
+    query = f'UserSubject = "{subject}" AND UserIssuer = "https://idp.example/pool"'
+    assert {w.id for w in await workflows_of(client, query)} == {f"ai-gen-{d['processId']}" for d in started}
+    description = await client.get_workflow_handle(f"ai-gen-{other['processId']}").describe()
+    assert description.typed_search_attributes.get(SA_USER_ISSUER) is None
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -488,7 +499,10 @@ async def test_targets_with_children_need_regenerate(api: httpx.AsyncClient, cle
         }
         assert await rows(clean_db) == created
         body["params"]["regenerate"] = True
-        assert (await api.post(GENERATE, json=body, headers=ALICE)).status_code == 202, body
+        accepted = await api.post(GENERATE, json=body, headers=ALICE)
+        assert accepted.status_code == 202, body
+        # Jobs on one branch of a goal exclude each other: end this one before the next.
+        await api.post(f"/api/ai/async/cancel/{accepted.json()['data']['processId']}", headers=ALICE)
 
 
 async def test_one_active_job_per_target(api: httpx.AsyncClient, clean_db: AsyncEngine) -> None:
@@ -500,13 +514,7 @@ async def test_one_active_job_per_target(api: httpx.AsyncClient, clean_db: Async
     assert error["message"] == "同じ対象の処理が既に実行中です"
     assert (await api.post(f"/api/ai/async/cancel/{first}", headers=ALICE)).status_code == 200
     assert (await api.post(GENERATE, json=body, headers=ALICE)).status_code == 202
-    # The rule is per (user, type, target): another type on the same goal is not blocked.
-    goal_scope = ids("ACTION_GENERATION", goalId=str(tree.goal_id))
-    assert (await api.post(GENERATE, json=goal_scope, headers=ALICE)).status_code == 202
-    same_goal = subgoal(goalId=str(tree.goal_id), regenerate=True)
-    assert (await api.post(GENERATE, json=same_goal, headers=ALICE)).status_code == 202
-    assert_error(await api.post(GENERATE, json=goal_scope, headers=ALICE), 409, "JOB_ALREADY_RUNNING")
-    assert await rows(clean_db) == 4
+    assert await rows(clean_db) == 2
 
 
 async def test_concurrent_identical_starts_create_one_row(

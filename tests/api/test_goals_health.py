@@ -10,8 +10,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from settings import Settings
-from tests.api.conftest import serve
-from tests.api.support import TIMESTAMP, assert_error, bearer, closed_port_address, ensure_user, seed_tree
+from tests.support.api import TIMESTAMP, assert_error, bearer, ensure_user, seed_tree, serve
+from tests.support.servers import closed_port_address
 
 ALICE = bearer("alice")
 

@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.enums import ProcessingStatus, ProcessingType, TargetType
 from domain.errors import ErrorCode
-from tests.api.support import Jobs, assert_error, bearer, ensure_user, field_messages, seed_tree
+from tests.support.api import assert_error, bearer, ensure_user, field_messages, seed_tree
+from tests.support.jobs import Jobs
 
 ALICE = bearer("alice")
 HISTORY = "/api/ai/async/history"

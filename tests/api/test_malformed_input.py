@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.api.support import bearer
+from tests.support.api import bearer
 
 VALUES: list[Any] = [
     None,

@@ -16,8 +16,8 @@ from domain.enums import ProcessingStatus
 from domain.errors import ErrorCode
 from observability import metrics
 from settings import Settings
-from tests.api.conftest import serve
-from tests.api.support import Jobs, assert_error, bearer, closed_port_address, ensure_user, seed_tree
+from tests.support.api import assert_error, bearer, ensure_user, seed_tree, serve
+from tests.support.jobs import Jobs
 from tests.support.metrics_probe import (
     MetricsProbe,
     RaisingExemplarFilter,
@@ -25,6 +25,7 @@ from tests.support.metrics_probe import (
     installed,
     labels,
 )
+from tests.support.servers import closed_port_address
 
 ALICE = bearer("alice")
 GENERATE = "/api/ai/async/generate"

@@ -1,4 +1,4 @@
-"""Pure rules of domain/params.py and domain/eta.py (no servers)."""
+"""Pure rules of api/bodies.py, api/fields.py and domain/eta.py (no servers)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from api.bodies import Target, target_of, validate_cancel_body, validate_generate, validate_retry_body
+from api.fields import FieldMessage, InvalidFields, parse_offset_datetime
 from domain.enums import Language, ProcessingType, Scope, TargetType
 from domain.errors import ErrorCode
 from domain.eta import estimated_completion_at
-from domain.params import (
-    FieldMessage,
-    InvalidFields,
-    Target,
-    parse_offset_datetime,
-    target_of,
-    validate_cancel_body,
-    validate_generate,
-    validate_retry_body,
-)
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 

@@ -15,8 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from settings import Settings
-from tests.api.conftest import serve
-from tests.api.support import assert_error, bearer, ensure_user, seed_tree
+from tests.support.api import assert_error, bearer, ensure_user, seed_tree, serve
 
 ALICE = bearer("alice")
 GENERATE = "/api/ai/async/generate"

@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.models import ProcessingUnit
 from domain.enums import ProcessingStatus, ProcessingType, Scope, TargetType, UnitStatus
 from domain.errors import ErrorCode
-from tests.api.support import Jobs, assert_error, bearer, ensure_user, seed_tree
+from tests.support.api import assert_error, bearer, ensure_user, seed_tree
+from tests.support.jobs import Jobs
 
 ALICE = bearer("alice")
 STATUS = "/api/ai/async/status/"

@@ -6,7 +6,6 @@ import asyncio
 import json
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -16,20 +15,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from db.repository import JobRepository
 from domain.workflow_io import workflow_id_for
 from settings import Settings
-from tests.api.conftest import serve
-from tests.api.support import bearer
-
-GOAL = {
-    "title": "TypeScriptのエキスパートになる",
-    "description": "型システムと設計を深く理解し、チームで指導できる水準になる",
-    "background": "フロントエンド開発を3年担当している",
-    "constraints": "平日は1日1時間まで",
-}
-
-
-def subgoal_body(**extra: Any) -> dict[str, Any]:
-    deadline = (datetime.now(UTC) + timedelta(days=120)).isoformat()
-    return {"type": "SUBGOAL_GENERATION", "params": {**GOAL, "deadline": deadline, **extra}}
+from tests.support.api import bearer, serve
+from tests.support.jobs import subgoal_body
 
 
 async def start(http: httpx.AsyncClient, auth: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:

@@ -6,13 +6,11 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +21,7 @@ import psutil
 import pytest
 
 from cli.temporal_server import find_temporal_cli
+from tests.support.servers import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 120.0
@@ -38,14 +37,6 @@ SUBGOAL_REQUEST = {
         "constraints": "平日は1日1時間まで",
     },
 }
-
-
-def free_ports(count: int) -> list[int]:
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 @dataclass

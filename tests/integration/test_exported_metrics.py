@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -20,13 +18,13 @@ from ai.factory import build_provider
 from db.repository import JobRepository
 from observability import metrics
 from settings import Settings
-from tests.api.conftest import serve
-from tests.api.support import bearer
-from tests.conftest import repo_root, wait_status
+from tests.support.api import bearer, serve
+from tests.support.jobs import subgoal_body, wait_status
+from tests.support.servers import REPO_ROOT, free_port
 from worker import build_worker
 
-RULES = repo_root() / "docs" / "alert-rules.yml"
-RUNBOOK = repo_root() / "docs" / "alert-runbook.md"
+RULES = REPO_ROOT / "docs" / "alert-rules.yml"
+RUNBOOK = REPO_ROOT / "docs" / "alert-runbook.md"
 SPEC_ALERTS = {  # spec 8.4: alert → severities, and whether it must hold "for 2 periods"
     "JobErrorRateHigh": ({"HIGH"}, False),
     "JobTimeoutRateHigh": ({"HIGH"}, False),
@@ -81,12 +79,6 @@ def test_selectors_are_read_from_promql() -> None:
     assert selectors(expr) == [("a_total", {"ErrorType", "b"}), ("c_sum", set()), ("d", set())]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def scrape(port: int, until: str, seconds: float = 15.0) -> str:
     """The /metrics text once it contains ``until`` (the Temporal SDK metrics are drained every second)."""
     async with httpx.AsyncClient() as http:
@@ -106,12 +98,6 @@ def exported(body: str) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
             key = frozenset((k, v) for k, v in sample.labels.items() if not k.startswith("otel_scope"))
             out.setdefault(sample.name, {})[key] = sample.value
     return out
-
-
-def subgoal_body() -> dict[str, Any]:
-    deadline = (datetime.now(UTC) + timedelta(days=120)).isoformat()
-    params = {"title": "TypeScriptのエキスパートになる", "description": "型システムを深く理解する"}
-    return {"type": "SUBGOAL_GENERATION", "params": {**params, "background": "3年", "deadline": deadline}}
 
 
 async def test_a_job_through_api_and_worker_exports_every_metric_the_alert_rules_use(

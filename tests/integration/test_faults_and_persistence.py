@@ -13,8 +13,15 @@ from temporalio.client import WorkflowFailureError
 
 from db.repository import JobRepository
 from domain.enums import ProcessingType, TargetType
-from tests.conftest import make_user, run_failing_subgoal_job, start_job, start_subgoal_job, subgoal_params
-from tests.integration.test_subgoal_workflow import events, rows
+from tests.support.jobs import (
+    events,
+    make_user,
+    rows,
+    run_failing_subgoal_job,
+    start_job,
+    start_subgoal_job,
+    subgoal_params,
+)
 
 
 async def test_throttle_waits_follow_the_backoff_and_are_logged(

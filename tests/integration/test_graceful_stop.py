@@ -18,9 +18,9 @@ from temporalio.client import Client
 
 from db.repository import JobRepository
 from settings import Settings
-from tests.conftest import make_user, start_subgoal_job
 from tests.integration.test_openai_workflow import VALID
 from tests.support.fake_openai import FakeOpenAI, Reply, chat_completion
+from tests.support.jobs import make_user, start_subgoal_job
 from tests.support.services import Service, Services, SseReader, auth, start_job, subgoal_request
 
 AI_CALL_SECONDS = 10.0

@@ -18,7 +18,8 @@ from sqlalchemy import text
 
 from db.repository import JobRepository
 from settings import Settings
-from tests.support.services import Service, Services, SseReader, auth, free_ports, start_job
+from tests.support.servers import free_ports
+from tests.support.services import Service, Services, SseReader, auth, start_job
 
 JOBS = 100
 USERS = 10

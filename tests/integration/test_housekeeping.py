@@ -7,7 +7,7 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
@@ -15,7 +15,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Worker
 
 from cli.temporal_server import find_temporal_cli
-from db.repository import JobRepository, NewJob
+from db.idempotency import IdempotencyStore, StoredResponse
+from db.repository import JobRepository
 from domain.enums import ProcessingType, Scope, TargetType
 from domain.workflow_io import (
     RECONCILER_SCHEDULE_ID,
@@ -27,8 +28,7 @@ from domain.workflow_io import (
     workflow_id_for,
 )
 from settings import Settings
-from tests.conftest import make_user, start_subgoal_job, subgoal_params, wait_status
-from tests.integration.test_subgoal_workflow import events
+from tests.support.jobs import Jobs, events, make_user, start_subgoal_job, subgoal_params, wait_status
 from workflows.schedules import ensure_schedules
 
 
@@ -51,6 +51,18 @@ async def reconcile(client: Client, settings: Settings) -> ReconcileSummary:
     )
 
 
+async def retention(client: Client, settings: Settings, repo: JobRepository) -> RetentionSummary:
+    """One run of RetentionWorkflow (90 days) on a maintenance worker of its own."""
+    async with maintenance_worker(client, settings, repo):
+        return await client.execute_workflow(
+            "RetentionWorkflow",
+            RetentionInput(older_than_days=90),
+            id=f"retention-{uuid.uuid4()}",
+            task_queue=settings.temporal_maintenance_task_queue,
+            result_type=RetentionSummary,
+        )
+
+
 async def age(repo: JobRepository, process_id: uuid.UUID, **intervals: str) -> None:
     """Move a row's timestamps into the past, as if the reconciler ran later."""
     sets = ", ".join(f"{column} = {column} - CAST(:{column} AS interval)" for column in intervals)
@@ -62,20 +74,9 @@ async def age(repo: JobRepository, process_id: uuid.UUID, **intervals: str) -> N
 
 async def pending_row(repo: JobRepository, user: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID]:
     """A PENDING SUBGOAL row with no workflow started for it: (process id, target id)."""
-    process_id, target_id, now = uuid.uuid4(), uuid.uuid4(), datetime.now(UTC)
-    await repo.create_job(
-        NewJob(
-            process_id=process_id,
-            user_id=user,
-            type=ProcessingType.SUBGOAL_GENERATION,
-            target_type=TargetType.GOAL,
-            target_id=target_id,
-            params=subgoal_params(),
-            total_units=1,
-            created_at=now,
-            estimated_completion_at=now,
-            request_id=None,
-        )
+    target_id = uuid.uuid4()
+    process_id = await Jobs(repo).pending(
+        user, ProcessingType.SUBGOAL_GENERATION, TargetType.GOAL, target_id, params=subgoal_params()
     )
     return process_id, target_id
 
@@ -197,14 +198,7 @@ async def test_retention_deletes_only_old_terminal_rows(repo, client, maintenanc
             text("INSERT INTO goals (id, user_id, title, created_by_process_id) VALUES (:g, :u, 't', :p)"),
             {"g": goal, "u": user, "p": ids["old"]},
         )
-    async with maintenance_worker(client, settings, repo):
-        summary = await client.execute_workflow(
-            "RetentionWorkflow",
-            RetentionInput(older_than_days=90),
-            id=f"retention-{uuid.uuid4()}",
-            task_queue=settings.temporal_maintenance_task_queue,
-            result_type=RetentionSummary,
-        )
+    summary = await retention(client, settings, repo)
     assert summary.deleted_jobs == 1
     assert await repo.get_job(ids["old"]) is None
     assert await repo.get_job(ids["recent"]) is not None and await repo.get_job(ids["active"]) is not None
@@ -218,6 +212,24 @@ async def test_retention_deletes_only_old_terminal_rows(repo, client, maintenanc
             await conn.execute(text("SELECT created_by_process_id FROM goals WHERE id=:g"), {"g": goal})
         ).one()
     assert orphaned == 0 and kept_goal.created_by_process_id is None
+
+
+async def test_retention_purges_idempotency_keys_older_than_a_day(repo, client, maintenance_settings) -> None:
+    user = await make_user(repo.engine)
+    store = IdempotencyStore(repo.engine)
+    for key in ("old", "fresh"):
+        claim = await store.claim(user, key, "f" * 64)
+        assert isinstance(claim, uuid.UUID)
+        await store.complete(user, key, claim, StoredResponse(202, b"{}"))
+    async with repo.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'old'")
+        )
+    summary = await retention(client, maintenance_settings, repo)
+    assert summary.deleted_idempotency_keys == 1
+    async with repo.engine.connect() as conn:
+        kept = (await conn.execute(text("SELECT key FROM idempotency_keys"))).scalars().all()
+    assert kept == ["fresh"]
 
 
 async def test_schedules_are_created_once_and_updated_in_place(client, maintenance_settings) -> None:

@@ -10,7 +10,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -25,15 +24,7 @@ from cli.postgres import EmbeddedPostgres
 from cli.processes import ManagedProcess, PortInUseError
 from cli.temporal_server import DevTemporalServer
 from domain.workflow_io import SEARCH_ATTRIBUTES
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free ports: all sockets are held open together so the kernel cannot hand one out twice."""
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
+from tests.support.servers import free_ports
 
 
 def process_tree(pid: int) -> list[psutil.Process]:

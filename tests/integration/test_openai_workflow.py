@@ -11,9 +11,8 @@ import pytest
 import pytest_asyncio
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 
-from tests.conftest import make_user, start_subgoal_job
-from tests.integration.test_subgoal_workflow import events
 from tests.support.fake_openai import FakeOpenAI, Reply, chat_completion
+from tests.support.jobs import events, make_user, start_subgoal_job
 
 PLAN = "毎週の計画と振り返りを行い、測定できる指標で進み具合を確かめる。"
 VALID = json.dumps(

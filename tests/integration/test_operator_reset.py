@@ -14,8 +14,7 @@ from temporalio.client import WorkflowFailureError
 from cli.temporal_server import find_temporal_cli
 from db.repository import JobRepository
 from domain.workflow_io import WorkflowSummary, workflow_id_for
-from tests.conftest import make_user, start_subgoal_job, subgoal_params, wait_status
-from tests.integration.test_subgoal_workflow import events
+from tests.support.jobs import events, make_user, start_subgoal_job, subgoal_params, wait_status
 
 
 def temporal_cli(address: str, *args: str) -> str:

@@ -14,9 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cli.postgres import EmbeddedPostgres
 from db.migrate import downgrade_base, upgrade_head
-from db.repository import JobRepository, NewJob
+from db.repository import JobRepository
 from domain.enums import ProcessingType, TargetType
-from tests.conftest import free_port, make_user, server_dir
+from tests.support.jobs import Jobs, make_user
+from tests.support.servers import free_port, server_dir
 
 EXPECTED_TABLES = {
     "users",
@@ -28,6 +29,7 @@ EXPECTED_TABLES = {
     "processing_units",
     "processing_events",
     "rate_limit_windows",
+    "idempotency_keys",
 }
 
 
@@ -52,6 +54,8 @@ def test_upgrade_creates_everything_and_downgrade_removes_it() -> None:
             "ix_ps_root",
             "ix_ps_completed",
         } <= ps_indexes
+        assert {i["name"] for i in insp.get_indexes("idempotency_keys")} == {"ix_idempotency_keys_created_at"}
+        assert insp.get_pk_constraint("idempotency_keys")["constrained_columns"] == ["user_id", "key"]
         with eng.connect() as conn:
             enums = set(conn.execute(text("SELECT typname FROM pg_type WHERE typtype='e'")).scalars())
         assert {
@@ -216,21 +220,12 @@ async def test_positions_are_checked_and_goal_delete_cascades(clean_db: AsyncEng
 
 async def test_transitions_bump_updated_at_and_keep_seq_gap_free(repo: JobRepository) -> None:
     user = await make_user(repo.engine)
-    now = datetime.now(UTC)
-    pid = uuid.uuid4()
-    await repo.create_job(
-        NewJob(
-            process_id=pid,
-            user_id=user,
-            type=ProcessingType.SUBGOAL_GENERATION,
-            target_type=TargetType.GOAL,
-            target_id=uuid.uuid4(),
-            params={"title": "x"},
-            total_units=1,
-            created_at=now - timedelta(seconds=5),
-            estimated_completion_at=now + timedelta(seconds=60),
-            request_id="req-1",
-        )
+    pid = await Jobs(repo).pending(
+        user,
+        ProcessingType.SUBGOAL_GENERATION,
+        TargetType.GOAL,
+        params={"title": "x"},
+        created_at=datetime.now(UTC) - timedelta(seconds=5),
     )
     before = await repo.get_job(pid)
     cancelled = await repo.cancel_by_user(pid, "ユーザーによるキャンセル")

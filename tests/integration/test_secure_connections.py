@@ -28,7 +28,8 @@ from db.engine import make_engine
 from db.migrate import upgrade_head
 from domain.workflow_io import RECONCILER_SCHEDULE_ID, RETENTION_SCHEDULE_ID, SEARCH_ATTRIBUTES
 from settings import AppEnv, Settings
-from tests.support.services import REPO_ROOT, Services, auth, child_env, start_job
+from tests.support.servers import REPO_ROOT
+from tests.support.services import Services, auth, child_env, start_job
 from tests.support.tls_proxy import SERVER_NAME, TlsProxy, new_ca
 
 START_ERROR_WITHIN = 30.0

@@ -3,38 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from typing import Any
 
 import pytest
-from sqlalchemy import text
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from db.repository import JobRepository
 from db.transitions import RunStatus
 from domain.workflow_io import SA_PROCESSING_STATUS, PersistUnitRequest, UnitRef
-from tests.conftest import (
+from tests.support.jobs import (
+    events,
     make_user,
     record_history,
+    rows,
     run_failing_subgoal_job,
     start_subgoal_job,
     subgoal_params,
     wait_status,
 )
-
-
-async def rows(repo: JobRepository, sql: str, **params: Any) -> list[Any]:
-    async with repo.engine.connect() as conn:
-        return list((await conn.execute(text(sql), params)).all())
-
-
-async def events(repo: JobRepository, process_id: uuid.UUID) -> list[Any]:
-    return await rows(
-        repo,
-        "SELECT seq, type, status, progress, payload FROM processing_events WHERE process_id=:p ORDER BY seq",
-        p=process_id,
-    )
 
 
 async def test_subgoal_job_completes_with_eight_subgoals(repo, client, make_settings, worker_for) -> None:

@@ -19,10 +19,8 @@ from ai.factory import build_provider
 from db.repository import JobRepository
 from observability.tracing import flush_tracing, init_tracing
 from settings import Settings
-from tests.api.conftest import serve
-from tests.api.support import bearer
-from tests.conftest import wait_status
-from tests.integration.test_exported_metrics import subgoal_body
+from tests.support.api import bearer, serve
+from tests.support.jobs import subgoal_body, wait_status
 from worker import build_worker
 
 

@@ -14,7 +14,8 @@ from db.transitions import RunStatus
 from domain.enums import CancelledBy, ProcessingStatus, ProcessingType, Scope, TargetType
 from domain.errors import ErrorCode
 from domain.workflow_io import FinalizeRequest
-from tests.api.support import RUN_ID, Jobs, ensure_user, seed_tree
+from tests.support.api import ensure_user, seed_tree
+from tests.support.jobs import RUN_ID, Jobs
 from tests.support.metrics_probe import MetricsProbe, installed, labels
 
 TERMINAL = (

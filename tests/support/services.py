@@ -10,11 +10,9 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,8 +22,8 @@ import httpx
 from cli.processes import ManagedProcess
 from cli.token import issue_dev_token
 from settings import Settings
+from tests.support.servers import REPO_ROOT, free_port
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 120.0  # four processes importing at once on a loaded 2-core machine took over 60 s
 
 
@@ -51,15 +49,6 @@ async def start_job(http: httpx.AsyncClient, api_url: str, headers: dict[str, st
     assert response.status_code == 202, response.text
     process_id: str = response.json()["data"]["processId"]
     return process_id
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free ports: all sockets are held open together so the kernel cannot hand one out twice."""
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -174,7 +163,7 @@ class Services:
 
     async def api(self, name: str, settings: Settings, *extra: str) -> tuple[Service, str]:
         """An API process on a free port (``extra``: more uvicorn flags); returns it and its base URL."""
-        port = free_ports(1)[0]
+        port = free_port()
         args = [sys.executable, "-m", "uvicorn", "api.asgi:app", "--host", "127.0.0.1", "--port", str(port)]
         service = self._start(name, [*args, "--no-access-log", *extra], settings)
         url = f"http://127.0.0.1:{port}"

@@ -23,7 +23,7 @@ from ai.bedrock_provider import BedrockProvider, make_client
 from ai.factory import build_provider
 from ai.provider import ProviderError, ProviderErrorKind
 from settings import Settings
-from tests.unit.provider_support import SYSTEM, USER, make_request
+from tests.support.providers import SYSTEM, USER, make_request
 
 REGION = "ap-northeast-1"
 MODEL_ID = "amazon.nova-micro-v1:0"

@@ -38,6 +38,25 @@ def test_ids_and_token_counts_are_not_masked() -> None:
     assert mask(record) == record
 
 
+@pytest.mark.parametrize(
+    "uuid_text",
+    [
+        "49906431-0073-4447-b353-0c1f5e2a9d10",
+        "12345678-1234-1234-1234-123456789012",
+        "ai-gen-49906431-0073-4447-8353-000000000001",
+        "processId=49906431-0073-4447-b353-0c1f5e2a9d10 done",
+    ],
+)
+def test_uuids_whose_groups_are_digits_are_not_card_numbers(uuid_text: str) -> None:
+    assert mask_text(uuid_text) == uuid_text
+    assert mask({"processId": uuid_text}) == {"processId": uuid_text}
+
+
+@pytest.mark.parametrize("card", ["4111111111111111", "4111-1111-1111-1111", "(4111 1111 1111 1111)"])
+def test_card_numbers_alone_or_in_punctuation_are_masked(card: str) -> None:
+    assert "4111" not in mask_text(f"paid with {card}.")
+
+
 def test_secret_keys_are_masked_in_nested_objects_and_lists() -> None:
     record = {"outer": [{"api_key": "abc", "Client-Secret": "x", "dbPassword": "p"}, {"authorization": "t"}]}
     assert mask(record) == {

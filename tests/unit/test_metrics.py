@@ -27,6 +27,7 @@ from tests.support.metrics_probe import (
     installed,
     labels,
 )
+from tests.support.servers import free_port
 
 SUBGOAL = "SUBGOAL_GENERATION"
 
@@ -216,12 +217,6 @@ def test_an_exporter_that_raises_is_contained_by_the_guard(caplog: pytest.LogCap
     finally:
         metrics.install(None)  # the final collection at shutdown fails the same way
     assert set(emit_failures(caplog)) == {"export"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_prometheus_endpoint_serves_the_instruments_and_a_taken_port_only_logs(

@@ -15,21 +15,18 @@ import pytest
 
 from ai.offline import OfflineProvider
 from ai.parser import ResponseInvalid, parse_actions, parse_subgoals, parse_tasks
-from ai.prompts import (
-    ActionContext,
-    ActionPromptContext,
-    GoalContext,
-    Prompt,
-    SubGoalContext,
-    SubGoalPromptContext,
-    TaskPromptContext,
-    build_action_prompt,
-    build_subgoal_prompt,
-    build_task_prompt,
-)
+from ai.prompts import Prompt, build_action_prompt, build_subgoal_prompt, build_task_prompt
 from ai.provider import AIProvider, AIRequest, AIResponse, CallContext, ProviderError, ProviderErrorKind
 from domain.enums import ActionType, ProcessingType
 from domain.generation import ActionItem, SubGoalItem
+from domain.prompt_context import (
+    ActionContext,
+    ActionPromptContext,
+    GoalContext,
+    SubGoalContext,
+    SubGoalPromptContext,
+    TaskPromptContext,
+)
 from domain.quality import classify_action_type, validate_actions, validate_subgoals, validate_tasks
 
 SG, AC, TK = (

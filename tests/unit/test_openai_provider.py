@@ -23,7 +23,7 @@ from ai.openai_provider import OpenAIProvider, parse_retry_after
 from ai.provider import ProviderError, ProviderErrorKind
 from settings import Settings
 from tests.support.fake_openai import FakeOpenAI, Reply
-from tests.unit.provider_support import SYSTEM, USER, make_request
+from tests.support.providers import SYSTEM, USER, make_request
 
 API_KEY = "sk-test-KEY-SENTINEL-0123456789"
 OUTPUT = '{"subGoals": [], "note": "OUTPUT-SENTINEL"}'

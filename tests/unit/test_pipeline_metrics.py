@@ -13,7 +13,7 @@ from ai.provider import AIRequest, AIResponse, ProviderError, ProviderErrorKind
 from domain.enums import ProcessingType
 from domain.errors import AppError, ErrorCode
 from tests.support.metrics_probe import MetricsProbe, installed, labels
-from tests.unit.test_pipeline import CALL, PROMPT, SAMPLING, ScriptedProvider, run, subgoals
+from tests.support.scripted_provider import CALL, PROMPT, SAMPLING, ScriptedProvider, run, subgoals
 
 AI = {"Provider": "scripted", "ProcessingType": "SUBGOAL_GENERATION"}
 

@@ -10,15 +10,8 @@ from typing import Any
 import pytest
 
 from ai.prompts import (
-    ActionContext,
-    ActionPromptContext,
     DataTag,
-    GoalContext,
     Prompt,
-    SubGoalContext,
-    SubGoalPromptContext,
-    TaskPromptContext,
-    UserContext,
     build_action_prompt,
     build_subgoal_prompt,
     build_task_prompt,
@@ -28,6 +21,15 @@ from ai.prompts import (
     with_regeneration_feedback,
 )
 from domain.enums import ActionType, UserIndustry
+from domain.prompt_context import (
+    ActionContext,
+    ActionPromptContext,
+    GoalContext,
+    SubGoalContext,
+    SubGoalPromptContext,
+    TaskPromptContext,
+    UserContext,
+)
 from domain.quality import Rule, Violation
 
 GOAL = GoalContext(

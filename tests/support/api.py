@@ -1,38 +1,60 @@
-"""Helpers of the API tests: tokens, seeded goal trees and jobs in given states (through the repository)."""
+"""Helpers of the API tests: the app in-process, tokens, response checks, seeded goal trees and jobs in
+given states (written through the repository)."""
 
 from __future__ import annotations
 
 import re
-import socket
 import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.app import create_app
 from cli.token import issue_dev_token
 from db.models import Action, Goal, SubGoal, Task, User
-from db.repository import JobRepository, NewJob
-from db.transitions import RunStatus
-from domain.enums import ActionType, EventType, ProcessingStatus, ProcessingType, Scope, TargetType
-from domain.errors import AppError, ErrorCode
-from domain.generation import ActionItem, GeneratedUnit, GenerationMetadata, SubGoalItem
-from domain.workflow_io import FinalizeRequest, PersistUnitRequest, UnitRef
-from settings import DEV_JWT_SECRET
+from domain.enums import ActionType
+from settings import DEV_JWT_SECRET, Settings
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 LOOKS_LIKE_TIME = re.compile(r"^\d{4}-\d\d-\d\d[T ]")
-RUN_ID = "run-test"
 
 
-def closed_port_address() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"127.0.0.1:{port}"
+# The fields of a 202 answer; a retry's answer adds its lineage.
+ACCEPTED_KEYS = frozenset(
+    {
+        "processId",
+        "status",
+        "type",
+        "targetType",
+        "targetId",
+        "scope",
+        "totalUnits",
+        "createdAt",
+        "estimatedCompletionTime",
+    }
+)
+RETRY_ACCEPTED_KEYS = ACCEPTED_KEYS | {"retryCount", "originalProcessId", "rootProcessId"}
+
+
+@asynccontextmanager
+async def serve(
+    settings: Settings, extend: Callable[[FastAPI], None] | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """One app instance (with its own lifespan: engine, Temporal connection, caches) and a client for it."""
+    app = create_app(settings)
+    if extend is not None:
+        extend(app)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
+            yield http
 
 
 def bearer(sub: str, secret: str = DEV_JWT_SECRET, **kwargs: Any) -> dict[str, str]:
@@ -149,88 +171,3 @@ async def seed_tree(
             if rows:
                 await conn.execute(insert(model), list(reversed(rows)))
     return tree
-
-
-async def _is_current_run() -> RunStatus:
-    return RunStatus(current=True)
-
-
-_TARGET_KEY = {TargetType.GOAL: "goalId", TargetType.SUB_GOAL: "subGoalId", TargetType.ACTION: "actionId"}
-
-
-class Jobs:
-    """Jobs in a given state, written through the repository (the only writer of job state)."""
-
-    def __init__(self, repo: JobRepository) -> None:
-        self.repo = repo
-
-    async def pending(
-        self,
-        user_id: uuid.UUID,
-        job_type: ProcessingType = ProcessingType.ACTION_GENERATION,
-        target_type: TargetType = TargetType.SUB_GOAL,
-        target_id: uuid.UUID | None = None,
-        units: list[tuple[uuid.UUID, TargetType]] | None = None,
-        created_at: datetime | None = None,
-        params: dict[str, Any] | None = None,
-    ) -> uuid.UUID:
-        target = target_id or uuid.uuid4()
-        now = created_at or datetime.now(UTC)
-        job = NewJob(
-            process_id=uuid.uuid4(),
-            user_id=user_id,
-            type=job_type,
-            target_type=target_type,
-            target_id=target,
-            params=params or {_TARGET_KEY[target_type]: str(target), "regenerate": False},
-            total_units=len(units) if units else 1,
-            created_at=now,
-            estimated_completion_at=now + timedelta(seconds=180),
-            request_id="req-seed",
-            units=units or [],
-        )
-        await self.repo.create_job(job)
-        return job.process_id
-
-    async def processing(self, process_id: uuid.UUID, progress: int = 0) -> None:
-        await self.repo.mark_processing(process_id, RUN_ID, 600, _is_current_run)
-        if progress:
-            await self.repo.record_progress(process_id, progress, EventType.PROGRESS, {"stage": "GENERATED"})
-
-    async def finish(
-        self,
-        process_id: uuid.UUID,
-        status: ProcessingStatus,
-        error_code: str | None = None,
-        details: dict[str, Any] | None = None,
-        internal: str = "seeded",
-    ) -> None:
-        request = FinalizeRequest(
-            process_id=process_id, status=status, error_code=error_code, details=details, internal=internal
-        )
-        result = await self.repo.finalize(request, RUN_ID, _is_current_run)
-        assert result.applied
-
-    async def save_unit(
-        self, process_id: uuid.UUID, unit: tuple[uuid.UUID, TargetType], ordinal: int, scope: Scope
-    ) -> None:
-        """persist_unit with 8 generated subgoals (GOAL unit) or 8 actions (SUB_GOAL unit)."""
-        meta = GenerationMetadata(provider="offline", model="offline-v1", input_tokens=10, output_tokens=20)
-        if unit[1] is TargetType.GOAL:
-            items = [SubGoalItem(title=f"サブ{i}", description="説明" * 30, background="") for i in range(8)]
-            output = GeneratedUnit(subgoals=items, metadata=meta)
-        else:
-            acts = [
-                ActionItem(title=f"行動{i}", description="説明" * 60, type=ActionType.HABIT) for i in range(8)
-            ]
-            output = GeneratedUnit(actions=acts, metadata=meta)
-        request = PersistUnitRequest(
-            process_id=process_id,
-            unit=UnitRef(unit_id=unit[0], unit_type=unit[1], ordinal=ordinal),
-            scope=scope,
-            output=output,
-        )
-        await self.repo.persist_unit(request, RUN_ID, _is_current_run)
-
-    async def fail_unit(self, process_id: uuid.UUID, unit_id: uuid.UUID, code: ErrorCode) -> None:
-        await self.repo.record_unit_failure(process_id, unit_id, AppError(code), RUN_ID, _is_current_run)
