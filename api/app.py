@@ -12,6 +12,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
 from api.routes import goals, health, jobs
+from api.routes.page import install_page
 from api.services import open_services
 from api.stopping import on_stop_signal
 from observability import metrics
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(goals.router)
     app.include_router(health.router)
+    install_page(app, cfg)
     install_error_handlers(app)
     if cfg.cors_allow_origins:
         app.add_middleware(

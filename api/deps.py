@@ -71,7 +71,10 @@ ReadUser = Annotated[UUID, Depends(_rate_limited(Bucket.READ))]
 
 async def request_body(request: Request, svc: ServicesDep, _: WriteUser) -> bytes:
     """The raw body, refused with 413 as soon as it exceeds MAX_BODY_BYTES (declared or streamed)."""
-    limit = svc.settings.max_body_bytes
+    return await read_body(request, svc.settings.max_body_bytes)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise AppError(ErrorCode.PAYLOAD_TOO_LARGE)

@@ -25,10 +25,10 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 
+from api.dev_tokens import issue_dev_token
 from bench.job_latency import free_port
 from cli.postgres import EmbeddedPostgres
 from cli.processes import ManagedProcess
-from cli.token import issue_dev_token
 from db.engine import make_engine
 from db.migrate import upgrade_head
 from db.models import ProcessingState, User

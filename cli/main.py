@@ -1,4 +1,5 @@
-"""The `mandala` command: `mandala dev` runs the whole system locally, `mandala token` prints a dev JWT."""
+"""The `mandala` command: `mandala dev` runs the whole system locally, `mandala token` prints a dev JWT;
+the client commands (generate, jobs, show, all) live in cli/client/."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from typing import Protocol
 import httpx
 from pydantic import ValidationError
 
+from api.dev_tokens import dev_token_for
+from cli.client import commands as client
 from cli.processes import ManagedProcess, ServiceStartError, ensure_port_free, exit_now
-from cli.token import issue_dev_token
 from settings import DEFAULT_TEMPORAL_NAMESPACE, get_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "token":
         return _token(args)
+    if args.command in client.COMMANDS:
+        return client.run(args)
     ports = [args.api_port, args.temporal_port, args.ui_port, args.pg_port]
     if len(set(ports)) != len(ports):
         parser.error("--api-port, --temporal-port, --ui-port and --pg-port must all differ")
@@ -74,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--temporal-port", type=_port, default=7233)
     dev.add_argument("--ui-port", type=_port, default=8233, help="the Temporal Web UI port")
     dev.add_argument("--pg-port", type=_port, default=55432)
+    client.register(commands)
     return parser
 
 
@@ -110,11 +115,7 @@ def _token(args: argparse.Namespace) -> int:
     if settings.auth_mode != "hs256":
         print("mandala token: development tokens need AUTH_MODE=hs256", file=sys.stderr)
         return 1
-    extra = {"aud": settings.jwt_audience} if settings.jwt_audience else None
-    token = issue_dev_token(
-        args.sub, settings.jwt_secret, args.expires_in, issuer=settings.jwt_issuer, extra=extra
-    )
-    print(token)
+    print(dev_token_for(settings, args.sub, args.expires_in))
     return 0
 
 

@@ -140,8 +140,9 @@ async def test_a_failed_workflow_start_is_kept_and_replayed(
     clean_db: AsyncEngine, api_settings: Callable[..., Settings]
 ) -> None:
     async with serve(api_settings(temporal_address=closed_port_address())) as http:
-        first = await http.post(GENERATE, json=start_body(), headers=keyed("down"))
-        again = await http.post(GENERATE, json=start_body(), headers=keyed("down"))
+        body = start_body()  # one body: its deadline is taken from the clock
+        first = await http.post(GENERATE, json=body, headers=keyed("down"))
+        again = await http.post(GENERATE, json=body, headers=keyed("down"))
     assert_error(first, 503, "WORKFLOW_START_ERROR")
     assert again.status_code == 503 and again.content == first.content
     assert again.headers["Idempotent-Replayed"] == "true"

@@ -17,7 +17,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app
-from cli.token import issue_dev_token
+from api.dev_tokens import issue_dev_token
 from db.models import Action, Goal, SubGoal, Task, User
 from domain.enums import ActionType
 from settings import DEV_JWT_SECRET, Settings

@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
+from api.dev_tokens import dev_token_for
 from cli.processes import ManagedProcess
-from cli.token import issue_dev_token
 from settings import Settings
 from tests.support.servers import REPO_ROOT, free_port
 
@@ -40,7 +40,7 @@ def subgoal_request(title: str = "TypeScriptのエキスパートになる") -> 
 
 
 def auth(subject: str, settings: Settings) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_dev_token(subject, settings.jwt_secret)}"}
+    return {"Authorization": f"Bearer {dev_token_for(settings, subject)}"}
 
 
 async def start_job(http: httpx.AsyncClient, api_url: str, headers: dict[str, str]) -> str:

@@ -8,8 +8,8 @@ from pathlib import Path
 import jwt
 import pytest
 
+from api.dev_tokens import issue_dev_token
 from cli.main import main
-from cli.token import issue_dev_token
 from settings import DEV_JWT_SECRET, get_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -16,6 +16,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -189,6 +190,25 @@ def test_the_dockerfile_is_multi_stage_slim_non_root_and_copies_what_exists() ->
         if line.startswith("COPY") and "--from=" not in line:
             for source in line.split()[1:-1]:
                 assert (REPO / source).is_file() and source not in ignored, source
+
+
+def test_the_image_installs_every_module_package_and_data_file() -> None:
+    """The Dockerfile installs the project (not editable): what pyproject.toml leaves out is missing."""
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    assert {path.stem for path in REPO.glob("*.py")} == set(setuptools["py-modules"])
+    packages = {path.parent.name for path in REPO.glob("*/__init__.py")} - {"tests", "bench"}
+    assert packages == {pattern.rstrip("*") for pattern in setuptools["packages"]["find"]["include"]}
+    assert set(setuptools["package-data"]) <= packages
+    for package in packages:
+        root = REPO / package
+        data = [
+            path.relative_to(root)
+            for path in root.rglob("*")
+            if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts
+        ]
+        patterns = setuptools["package-data"].get(package, [])
+        unpackaged = [str(f) for f in data if not any(f.match(pattern) for pattern in patterns)]
+        assert unpackaged == [], f"{package}: {unpackaged}"
 
 
 def test_the_env_example_holds_settings_and_no_secrets() -> None:

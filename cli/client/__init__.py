@@ -1,0 +1,1 @@
+"""The `mandala` client commands: generate, jobs, show and all, talking to the REST API only."""
