@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     temporal_profile: str | None = None
     temporal_config_file: str | None = None
     temporal_task_queue: str = "ai-generation"
+    # The API's Temporal client (spec 5.3, issue 7.3): a start never waits long on a dead Temporal.
+    temporal_connect_timeout_seconds: float = Field(default=1.0, gt=0, le=60)
+    temporal_rpc_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    temporal_unavailable_retry_seconds: float = Field(default=0.5, ge=0, le=30)
 
     # Worker
     worker_shutdown_grace_seconds: int = Field(default=60, ge=0, le=3600)
@@ -90,7 +94,8 @@ class Settings(BaseSettings):
     activity_timeout_seconds_subgoal: int = Field(default=300, ge=1, le=900)
     activity_timeout_seconds_action: int = Field(default=300, ge=1, le=900)
     activity_timeout_seconds_task: int = Field(default=300, ge=1, le=900)
-    heartbeat_timeout_seconds: int = Field(default=60, ge=1, le=900)
+    heartbeat_timeout_seconds: int = Field(default=10, ge=2, le=900)
+    heartbeat_throttle_seconds: float = Field(default=1.0, ge=0.1, le=60)
     job_deadline_seconds: int = Field(default=600, ge=1, le=86_400)
     goal_scope_deadline_seconds: int = Field(default=600, ge=1, le=86_400)
     goal_scope_concurrency: int = Field(default=4, ge=1, le=16)
@@ -102,6 +107,7 @@ class Settings(BaseSettings):
     temporal_maintenance_task_queue: str = "maintenance"
     schedules_enabled: bool = True
     reconcile_interval_seconds: int = Field(default=60, ge=5, le=3600)
+    closed_sweep_seconds: float = Field(default=2.0, ge=0, le=3600)
     retention_days: int = Field(default=90, ge=1)
     retention_cron: str = "0 3 * * *"
 
@@ -138,6 +144,9 @@ class Settings(BaseSettings):
             raise ValueError(
                 "TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH must be set together (mTLS)"
             )
+        if self.heartbeat_throttle_seconds * 2 > self.heartbeat_timeout_seconds:
+            # A beat must reach the server well inside the timeout, or a healthy call times out.
+            raise ValueError("HEARTBEAT_THROTTLE_SECONDS must be at most half of HEARTBEAT_TIMEOUT_SECONDS")
         return self
 
     def activity_timeout_seconds(self, processing_type: str) -> int:

@@ -19,6 +19,7 @@ from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfigProfile, ClientConnectConfig
 from temporalio.runtime import Runtime
+from temporalio.service import RetryConfig
 
 from settings import DEFAULT_TEMPORAL_ADDRESS, DEFAULT_TEMPORAL_NAMESPACE, Settings
 
@@ -73,9 +74,11 @@ async def connect_temporal(
     runtime: Runtime | None = None,
     interceptors: Sequence[Interceptor] = (),
     within: float = CONNECT_TIMEOUT_SECONDS,
+    retry_config: RetryConfig | None = None,
 ) -> Client:
-    """A client with the pydantic data converter and tracing (plus ``interceptors``), or a
-    TemporalConnectError within ``within`` seconds (a wrong CA fails at once, a silent peer at the end)."""
+    """A client with the pydantic data converter and tracing (plus ``interceptors``; ``retry_config``:
+    the SDK's retry of UNAVAILABLE calls), or a TemporalConnectError within ``within`` seconds (a wrong
+    CA fails at once, a silent peer at the end)."""
     config = connect_config(settings)
     try:
         return await asyncio.wait_for(
@@ -84,6 +87,7 @@ async def connect_temporal(
                 data_converter=pydantic_data_converter,
                 interceptors=[TracingInterceptor(), *interceptors],
                 runtime=runtime,
+                retry_config=retry_config,
             ),
             within,
         )

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -21,6 +22,7 @@ from temporalio.worker import Worker
 
 from activities.generation import GenerationActivities
 from activities.maintenance import MaintenanceActivities
+from activities.mirror import run_closed_sweep
 from ai.factory import build_provider
 from ai.provider import AIProvider
 from db.engine import make_engine
@@ -41,12 +43,18 @@ log = logging.getLogger("worker")
 
 def build_worker(client: Client, settings: Settings, repo: JobRepository, provider: AIProvider) -> Worker:
     activities = GenerationActivities(repo, provider, settings)
+    # A cancel reaches an activity only in a heartbeat response, and the SDK sends heartbeats at most every
+    # 0.8 x heartbeat timeout unless told otherwise: pin the throttle so that a cancel (API, operator or
+    # job deadline) reaches the AI call within about HEARTBEAT_THROTTLE_SECONDS (spec 3.1 step 5, 6.8).
+    throttle = timedelta(seconds=settings.heartbeat_throttle_seconds)
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=[GenerationWorkflow],
         activities=activities.all(),
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_seconds),
+        max_heartbeat_throttle_interval=throttle,
+        default_heartbeat_throttle_interval=throttle,
     )
 
 
@@ -72,6 +80,24 @@ async def upsert_schedules(client: Client, settings: Settings) -> None:
     )
 
 
+@contextlib.asynccontextmanager
+async def closed_sweep(client: Client, settings: Settings, repo: JobRepository) -> AsyncIterator[None]:
+    """The visibility sweep of spec 6.10 as a loop beside the maintenance worker (docs/architecture.md
+    says why not a Schedule); off when CLOSED_SWEEP_SECONDS is 0."""
+    if settings.closed_sweep_seconds <= 0:
+        yield
+        return
+    task = asyncio.create_task(
+        run_closed_sweep(client, repo, Housekeeping(repo.engine), settings.closed_sweep_seconds)
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def run(settings: Settings) -> None:
     tracker = StopTracker()
     async with metrics.temporal_runtime() as runtime:
@@ -94,6 +120,7 @@ async def serve(settings: Settings, client: Client, tracker: StopTracker) -> Non
     async with (
         build_worker(client, settings, repo, provider) as generation,
         build_maintenance_worker(client, settings, repo) as maintenance,
+        closed_sweep(client, settings, repo),
     ):
         await stop.wait()
         tracker.stopping = True

@@ -1,7 +1,9 @@
 """The activity boundary: every exception leaves as an ApplicationError typed by a catalogue code.
 
-Non-retryable unless the catalogue's "Auto" column says yes; a provider's Retry-After becomes the next
-retry delay (capped at 60 s). An auto-retryable failure with attempts left logs
+Non-retryable unless the catalogue's "Auto" column says yes and attempts are left: the boundary owns the
+4-attempt budget, so the state writes can run under a policy without an attempt limit (their
+infrastructure errors never reach here: see activities/infrastructure.py). A provider's Retry-After
+becomes the next retry delay (capped at 60 s). An auto-retryable failure with attempts left logs
 ``activity_attempt_failed`` and writes an ATTEMPT_FAILED event before it is raised (spec 6.7).
 """
 
@@ -44,15 +46,20 @@ def to_app_error(exc: BaseException) -> tuple[AppError, float | None]:
     return AppError(ErrorCode.UNKNOWN_ERROR, internal=type(exc).__name__), None
 
 
+def will_retry(err: AppError, attempt: int) -> bool:
+    return err.entry.auto_retry and attempt < MAXIMUM_ATTEMPTS
+
+
 def application_error(err: AppError, retry_after: float | None, attempt: int) -> ApplicationError:
-    seconds = next_retry_delay(attempt, retry_after) if err.entry.auto_retry else None
+    retry = will_retry(err, attempt)
+    seconds = next_retry_delay(attempt, retry_after) if retry else None
     delay = None if seconds is None else timedelta(seconds=seconds)
     details = [err.details] if err.details else []
     return ApplicationError(
         err.code.value,
         *details,
         type=err.code.value,
-        non_retryable=not err.entry.auto_retry,
+        non_retryable=not retry,
         next_retry_delay=delay,
     )
 
@@ -84,9 +91,9 @@ def boundary(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             raise ApplicationError(sig.signal.value, type=sig.signal.value, non_retryable=True) from None
         except Exception as exc:
             err, retry_after = to_app_error(exc)
-            will_retry = err.entry.auto_retry and info.attempt < MAXIMUM_ATTEMPTS
+            retry = will_retry(err, info.attempt)
             log.log(
-                logging.WARNING if will_retry else logging.INFO,
+                logging.WARNING if retry else logging.INFO,
                 "activity attempt failed",
                 extra={
                     "event": "activity_attempt_failed",
@@ -94,12 +101,12 @@ def boundary(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
                     "attempt": info.attempt,
                     "errorCode": err.code.value,
                     "retryAfter": retry_after,
-                    "willRetry": will_retry,
+                    "willRetry": retry,
                     "cause": err.internal,
                 },
             )
             owner = args[0] if args else None
-            if will_retry and isinstance(owner, RecordsAttempts):
+            if retry and isinstance(owner, RecordsAttempts):
                 await owner.record_attempt_failed(args[-1], info.attempt, err.code)
             raise application_error(err, retry_after, info.attempt) from None
 

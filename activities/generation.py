@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Iterator
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 from temporalio import activity
 
 from activities.boundary import boundary
+from activities.infrastructure import until_available
 from ai.pipeline import SamplingConfig, generate_validated, output_kind
 from ai.prompts import build_prompt
 from ai.provider import AIProvider, CallContext
@@ -54,7 +56,13 @@ def _strings(value: Any) -> Iterator[str]:
 
 
 async def heartbeating(work: Awaitable[T], every: float) -> T:
-    """Await ``work`` while heartbeating; a cancel delivered by a heartbeat cancels ``work`` too."""
+    """Await ``work`` while heartbeating every ``every`` seconds.
+
+    A cancel arrives in a heartbeat response and cancels ``work`` (the provider call); the activity then
+    waits until the call has really stopped, so no request outlives its activity. A call that ignores the
+    cancel and still returns hands back its result: the workflow has not waited for it (TRY_CANCEL), and
+    the claim check and the guarded writes refuse anything it would change (spec 6.8).
+    """
     task = asyncio.ensure_future(work)
     try:
         while True:
@@ -62,9 +70,11 @@ async def heartbeating(work: Awaitable[T], every: float) -> T:
             if done:
                 return task.result()
             activity.heartbeat()
-    finally:
-        if not task.done():
-            task.cancel()
+    except asyncio.CancelledError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            return await asyncio.shield(task)
+        raise
 
 
 class GenerationActivities:
@@ -80,6 +90,18 @@ class GenerationActivities:
         return RunStatus(
             current=desc.run_id == info.workflow_run_id, reset=extended.HasField("last_reset_time")
         )
+
+    def _beat_every(self) -> float:
+        """The heartbeat cadence: the worker's heartbeat throttle (spec 3.1 step 5), never slower than a
+        third of the heartbeat timeout."""
+        timeout = activity.info().heartbeat_timeout or timedelta(
+            seconds=self.settings.heartbeat_timeout_seconds
+        )
+        return min(self.settings.heartbeat_throttle_seconds, timeout.total_seconds() / 3)
+
+    async def _durably(self, step: Callable[[], Awaitable[T]], what: str) -> T:
+        """A database or Temporal step of generate_unit: outages are waited out while heartbeating."""
+        return await heartbeating(until_available(step, what), self._beat_every())
 
     @staticmethod
     def _run_id() -> str:
@@ -108,12 +130,15 @@ class GenerationActivities:
     async def mark_processing(self, ref: JobRef) -> MarkProcessingResult:
         s = self.settings
         deadline = s.goal_scope_deadline_seconds if ref.scope is Scope.GOAL else s.job_deadline_seconds
-        return await self.repo.mark_processing(ref.process_id, self._run_id(), deadline, self._probe)
+        return await until_available(
+            lambda: self.repo.mark_processing(ref.process_id, self._run_id(), deadline, self._probe),
+            "mark_processing",
+        )
 
     @activity.defn(name=Act.PLAN_UNITS)
     @boundary
     async def plan_units(self, ref: JobRef) -> PlanResult:
-        job, units = await self.repo.planned_units(ref.process_id)
+        job, units = await until_available(lambda: self.repo.planned_units(ref.process_id), "plan_units")
         s = self.settings
         return PlanResult(
             units=[
@@ -131,11 +156,15 @@ class GenerationActivities:
     @boundary
     async def generate_unit(self, req: UnitRequest) -> GenerateUnitResult:
         info = activity.info()
-        job, saved = await self.repo.claim_unit(req.process_id, req.unit.unit_id, self._run_id(), self._probe)
+        job, saved = await self._durably(
+            lambda: self.repo.claim_unit(req.process_id, req.unit.unit_id, self._run_id(), self._probe),
+            "claim_unit",
+        )
         if saved:
             return GenerateUnitResult(already_saved=True)
-        ctx, action_type = await load_context(
-            self.repo.engine, job, req.unit.unit_id, self.settings.prompt_timezone
+        ctx, action_type = await self._durably(
+            lambda: load_context(self.repo.engine, job, req.unit.unit_id, self.settings.prompt_timezone),
+            "load_context",
         )
         for text in _strings(ctx):
             pattern = clean_text(text).pattern_id
@@ -155,17 +184,17 @@ class GenerationActivities:
         )
 
         async def bad_output(generation: int, code: ErrorCode) -> None:
-            await self.repo.record_event(
-                req.process_id,
-                EventType.ATTEMPT_FAILED,
-                {
-                    "unitId": str(req.unit.unit_id),
-                    "activity": Act.GENERATE_UNIT,
-                    "attempt": info.attempt,
-                    "generation": generation,
-                    "errorCode": code.value,
-                    "kind": "REGENERATION",
-                },
+            payload = {
+                "unitId": str(req.unit.unit_id),
+                "activity": Act.GENERATE_UNIT,
+                "attempt": info.attempt,
+                "generation": generation,
+                "errorCode": code.value,
+                "kind": "REGENERATION",
+            }
+            await until_available(
+                lambda: self.repo.record_event(req.process_id, EventType.ATTEMPT_FAILED, payload),
+                "record_event",
             )
 
         s = self.settings
@@ -176,8 +205,6 @@ class GenerationActivities:
             cost_per_1k_tokens_usd=s.cost_per_1k_tokens_usd,
             log_payloads=s.log_ai_payloads,
         )
-        timeout = info.heartbeat_timeout or timedelta(seconds=s.heartbeat_timeout_seconds)
-        every = min(10.0, max(timeout.total_seconds() / 3, 0.2))
         output = await heartbeating(
             generate_validated(
                 self.provider,
@@ -187,31 +214,39 @@ class GenerationActivities:
                 sampling,
                 bad_output,
             ),
-            every,
+            self._beat_every(),
         )
         if req.scope is Scope.TARGET:
-            await self.repo.record_progress(
-                req.process_id, TARGET_CHECKPOINT, EventType.PROGRESS, {"stage": "GENERATED"}
+            await self._durably(
+                lambda: self.repo.record_progress(
+                    req.process_id, TARGET_CHECKPOINT, EventType.PROGRESS, {"stage": "GENERATED"}
+                ),
+                "record_progress",
             )
         return GenerateUnitResult(output=output)
 
     @activity.defn(name=Act.PERSIST_UNIT)
     @boundary
     async def persist_unit(self, req: PersistUnitRequest) -> PersistUnitResult:
-        return await self.repo.persist_unit(req, self._run_id(), self._probe)
+        return await until_available(
+            lambda: self.repo.persist_unit(req, self._run_id(), self._probe), "persist_unit"
+        )
 
     @activity.defn(name=Act.RECORD_UNIT_FAILURE)
     @boundary
     async def record_unit_failure(self, failure: UnitFailure) -> None:
         err = AppError(ErrorCode(failure.error_code), failure.details)
-        await self.repo.record_unit_failure(
-            failure.process_id, failure.unit.unit_id, err, self._run_id(), self._probe
+        await until_available(
+            lambda: self.repo.record_unit_failure(
+                failure.process_id, failure.unit.unit_id, err, self._run_id(), self._probe
+            ),
+            "record_unit_failure",
         )
 
     @activity.defn(name=Act.FINALIZE)
     @boundary
     async def finalize(self, req: FinalizeRequest) -> FinalizeResult:
-        return await self.repo.finalize(req, self._run_id(), self._probe)
+        return await until_available(lambda: self.repo.finalize(req, self._run_id(), self._probe), "finalize")
 
     def all(self) -> list[Callable[..., Any]]:
         return [

@@ -4,80 +4,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
-from temporalio.exceptions import ApplicationError, TerminatedError
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.boundary import boundary
-from db.housekeeping import Housekeeping, OpenJob
+from activities.mirror import mirror_row
+from db.housekeeping import Housekeeping
 from db.idempotency import purge_expired_keys
 from db.repository import JobRepository
-from domain.enums import CancelledBy, ProcessingStatus
-from domain.errors import ErrorCode, is_catalogue_code
-from domain.workflow_io import Act, FinalizeRequest, ReconcileSummary, RetentionInput, RetentionSummary
+from domain.workflow_io import Act, ReconcileSummary, RetentionInput, RetentionSummary
 from observability import metrics
 
 log = logging.getLogger("activities.maintenance")
 BATCH = 500
 QUIET_FOR = timedelta(seconds=60)
-START_GRACE = timedelta(minutes=5)
 RESEND_WITHIN = timedelta(hours=24)
 RESEND_AFTER = timedelta(seconds=30)
 PURGE_BATCH = 1000
 RATE_WINDOW_RETENTION = timedelta(days=1)
-S = ProcessingStatus
-
-
-async def _failure_of(client: Client, workflow_id: str) -> BaseException | None:
-    """The cause a closed workflow failed with (None when it completed)."""
-    try:
-        await client.get_workflow_handle(workflow_id).result()
-    except WorkflowFailureError as failure:
-        return failure.cause
-    return None
-
-
-async def decide(client: Client, job: OpenJob, now: datetime) -> FinalizeRequest | None:
-    """What an open row must become, given its workflow's state (None: leave it alone)."""
-
-    def end(status: ProcessingStatus, code: str | None = None, **extra: object) -> FinalizeRequest:
-        return FinalizeRequest.model_validate(
-            {
-                "process_id": job.process_id,
-                "status": status,
-                "error_code": code,
-                "source": "reconciler",
-                **extra,
-            }
-        )
-
-    try:
-        status = (await client.get_workflow_handle(job.workflow_id).describe()).status
-    except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            raise
-        too_old = now - job.created_at > START_GRACE
-        return end(S.FAILED, ErrorCode.WORKFLOW_START_ERROR.value) if too_old else None
-    if status in (None, WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW):
-        return None
-    if status in (WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.FAILED):
-        cause = await _failure_of(client, job.workflow_id)
-        code = cause.type if isinstance(cause, ApplicationError) and cause.type else None
-        code = code if code and is_catalogue_code(code) else ErrorCode.UNKNOWN_ERROR.value
-        return end(S.COMPLETED, code)  # the repository keeps COMPLETED only if every unit was saved
-    if status == WorkflowExecutionStatus.CANCELED:
-        return end(S.CANCELLED, ErrorCode.CANCELLED.value, cancelled_by=CancelledBy.OPERATOR)
-    if status == WorkflowExecutionStatus.TERMINATED:
-        cause = await _failure_of(client, job.workflow_id)
-        reason = cause.message if isinstance(cause, TerminatedError) and cause.message else None
-        return end(
-            S.CANCELLED, ErrorCode.TERMINATED.value, cancelled_by=CancelledBy.OPERATOR, cancel_reason=reason
-        )
-    return end(S.TIMEOUT, ErrorCode.TIMEOUT_ERROR.value, details={"timeoutKind": "WORKFLOW_EXECUTION"})
 
 
 class MaintenanceActivities:
@@ -96,19 +44,7 @@ class MaintenanceActivities:
         fixed = 0
         for checked, job in enumerate(stale, 1):
             activity.heartbeat(checked)
-            request = await decide(client, job, datetime.now(UTC))
-            if request is not None and await self.repo.reconcile(request):
-                fixed += 1
-                metrics.reconciler_correction(request.status)
-                log.info(
-                    "reconciler fixed row",
-                    extra={
-                        "event": "reconciler_fixed_row",
-                        "processId": str(job.process_id),
-                        "toStatus": request.status.value,
-                        "errorCode": request.error_code,
-                    },
-                )
+            fixed += await mirror_row(client, self.repo, job)
         resent = 0
         for job in await self.housekeeping.recently_cancelled_by_user(RESEND_WITHIN, RESEND_AFTER, BATCH):
             handle = client.get_workflow_handle(job.workflow_id)

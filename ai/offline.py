@@ -13,11 +13,14 @@ instructions and regeneration feedback.
 Faults (``faults_enabled``): ``#fault:<stage>:<kind>[:<n>]`` in the goal title, or in the title of the
 subgoal (ACTION) or action (TASK) being processed. The first directive whose stage matches and that is
 still active applies. Directives are removed before any title is excerpted, so output never holds one.
+``deaf`` models a provider call that ignores cancellation: the ``AI_OFFLINE_LATENCY_MS`` wait runs to its
+end whatever happens, then valid output is returned.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
@@ -41,9 +44,11 @@ _STAGES = {
     ProcessingType.ACTION_GENERATION: "action",
     ProcessingType.TASK_GENERATION: "task",
 }
-_ATTEMPT_FAULTS = frozenset({"throttle", "server_error", "rejected", "hang"})
+_ATTEMPT_FAULTS = frozenset({"throttle", "server_error", "rejected", "hang", "deaf"})
+_RAISING_FAULTS = frozenset({"throttle", "server_error", "rejected", "hang"})
 _DIRECTIVE = re.compile(
-    r"#fault:(subgoal|action|task|any):(throttle|server_error|rejected|hang|invalid_json|bad_quality)(?::(\d+))?"
+    r"#fault:(subgoal|action|task|any):(throttle|server_error|rejected|hang|deaf|invalid_json|bad_quality)"
+    r"(?::(\d+))?"
 )
 _DIRECTIVE_TEXT = re.compile(r"#fault:[A-Za-z0-9_:]*")
 _EXCERPT_END = re.compile(r"[（(【「\[]")
@@ -118,11 +123,12 @@ class OfflineProvider:
 
     async def generate(self, request: AIRequest) -> AIResponse:
         started = time.monotonic()
-        if self._latency_ms > 0:
-            await asyncio.sleep(self._latency_ms / 1000)
         fault = self._active_fault(request)
         kind = fault.kind if fault is not None else ""
-        if kind in _ATTEMPT_FAULTS:
+        if self._latency_ms > 0:
+            wait = _sleep_ignoring_cancel if kind == "deaf" else asyncio.sleep
+            await wait(self._latency_ms / 1000)
+        if kind in _RAISING_FAULTS:
             await _raise_fault(kind)
         text = (
             _INVALID_JSON_TEXT
@@ -157,6 +163,14 @@ def _processed_titles(request: AIRequest) -> list[str]:
     elif request.context.type is ProcessingType.TASK_GENERATION:
         tags.append(DataTag.ACTION_TITLE)
     return [title for tag in tags if (title := read_section(request.user, tag)) is not None]
+
+
+async def _sleep_ignoring_cancel(seconds: float) -> None:
+    """Sleep ``seconds`` however often the caller is cancelled (a provider that never hears a cancel)."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(left)
 
 
 async def _raise_fault(kind: str) -> NoReturn:

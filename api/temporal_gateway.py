@@ -1,7 +1,10 @@
 """The API's only use of Temporal: start and cancel GenerationWorkflow (spec 6.4), plus a readiness probe.
 
 Workflows are started by type name, so the API never imports workflow code. The client connects lazily:
-when Temporal is down at start-up the API still serves, and each use retries the connection.
+when Temporal is down at start-up the API still serves, and each use retries the connection. A start
+never waits long on a dead Temporal (issue 7.3): the connect is bounded by
+TEMPORAL_CONNECT_TIMEOUT_SECONDS, and the SDK's own retrying of UNAVAILABLE (10 s by default) by
+TEMPORAL_UNAVAILABLE_RETRY_SECONDS; a Temporal that answers gets TEMPORAL_RPC_TIMEOUT_SECONDS per call.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
+from temporalio.service import RetryConfig
 
 from api.log_context import log_event
 from db.users import Identity
@@ -39,9 +43,12 @@ from settings import Settings
 from temporal_client import connect_temporal
 
 WORKFLOW_TYPE = "GenerationWorkflow"
-CONNECT_TIMEOUT_SECONDS = 5.0
-RPC_TIMEOUT = timedelta(seconds=10)
 EXECUTION_TIMEOUT_MARGIN = timedelta(seconds=300)
+
+
+def retry_config(settings: Settings) -> RetryConfig:
+    """The SDK's retry of calls that fail with UNAVAILABLE, cut to TEMPORAL_UNAVAILABLE_RETRY_SECONDS."""
+    return RetryConfig(max_elapsed_time_millis=int(settings.temporal_unavailable_retry_seconds * 1000))
 
 
 class TemporalConnection:
@@ -50,11 +57,15 @@ class TemporalConnection:
         self._client: Client | None = None
         self._lock = asyncio.Lock()
 
-    async def client(self, within: float = CONNECT_TIMEOUT_SECONDS) -> Client:
+    async def client(self, within: float | None = None) -> Client:
         if self._client is None:
             async with self._lock:
                 if self._client is None:
-                    self._client = await connect_temporal(self._settings, within=within)
+                    self._client = await connect_temporal(
+                        self._settings,
+                        within=within or self._settings.temporal_connect_timeout_seconds,
+                        retry_config=retry_config(self._settings),
+                    )
         return self._client
 
     async def try_connect(self) -> None:
@@ -98,10 +109,10 @@ async def start_generation(
                 *([SearchAttributePair(SA_USER_ISSUER, owner.issuer)] if owner.issuer else []),
             ]
         ),
-        rpc_timeout=RPC_TIMEOUT,
+        rpc_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
     )
 
 
-async def cancel_generation(client: Client, process_id: UUID, reason: str) -> None:
+async def cancel_generation(client: Client, process_id: UUID, reason: str, settings: Settings) -> None:
     handle = client.get_workflow_handle(workflow_id_for(process_id))
-    await handle.cancel(reason=reason, rpc_timeout=RPC_TIMEOUT)
+    await handle.cancel(reason=reason, rpc_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds))

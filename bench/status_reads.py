@@ -14,7 +14,6 @@ import asyncio
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -27,6 +26,7 @@ from sqlalchemy import select
 
 from api.dev_tokens import issue_dev_token
 from bench.job_latency import free_port
+from bench.services import until_healthy, uvicorn_api
 from cli.postgres import EmbeddedPostgres
 from cli.processes import ManagedProcess
 from db.engine import make_engine
@@ -73,25 +73,13 @@ async def main(requests: int, concurrency: int, runs: int) -> None:
             "METRICS_ENABLED": "false",
             "LOG_LEVEL": "WARN",
         }
-        api = ManagedProcess(
-            "api",
-            [sys.executable, "-m", "uvicorn", "api.asgi:app", "--port", str(port), "--no-access-log"],
-            cwd=ROOT,
-            env=env,
-            log_path=workdir / "api.log",
-        )
+        api = uvicorn_api(port, env, workdir / "api.log")
         engine = make_engine(pg.url(), pool_size=concurrency)
         base = f"http://127.0.0.1:{port}"
         token = issue_dev_token("bench-user", DEV_JWT_SECRET)
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as http:
-            for _ in range(100):
-                try:
-                    if (await http.get("/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
+            await until_healthy(http, attempts=100)
             await http.get("/api/ai/async/history")  # provisions the user
             async with engine.connect() as conn:
                 user = (await conn.execute(select(User.id).where(User.subject == "bench-user"))).scalar_one()

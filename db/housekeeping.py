@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -33,6 +34,16 @@ class Housekeeping:
             .where(PS.status.in_(list(ACTIVE_STATUSES)), PS.updated_at < func.now() - quiet_for)
             .order_by(PS.updated_at)
             .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            return [OpenJob(r.id, r.workflow_id, r.created_at) for r in (await conn.execute(stmt)).all()]
+
+    async def open_jobs(self, process_ids: Collection[uuid.UUID]) -> list[OpenJob]:
+        """The PENDING/PROCESSING rows among ``process_ids``."""
+        if not process_ids:
+            return []
+        stmt = select(PS.id, PS.workflow_id, PS.created_at).where(
+            PS.id.in_(list(process_ids)), PS.status.in_(list(ACTIVE_STATUSES))
         )
         async with self.engine.connect() as conn:
             return [OpenJob(r.id, r.workflow_id, r.created_at) for r in (await conn.execute(stmt)).all()]

@@ -187,7 +187,19 @@ class JobRepository:
         self, process_id: uuid.UUID, run_id: str, deadline_seconds: int, probe: RunProbe
     ) -> MarkProcessingResult:
         """PENDING → PROCESSING with the job's deadline (or, through the claim check, the reopen of a reset
-        run). Idempotent for a repeated attempt."""
+        run). Idempotent for a repeated attempt. A reopen that meets another active job on the same target
+        fails with JOB_ALREADY_RUNNING and changes nothing (spec 6.9)."""
+        try:
+            return await self._mark_processing(process_id, run_id, deadline_seconds, probe)
+        except sa_exc.IntegrityError as exc:
+            diag = getattr(exc.orig, "diag", None)
+            if getattr(diag, "constraint_name", None) == "uq_ps_active_target":
+                raise AppError(ErrorCode.JOB_ALREADY_RUNNING) from exc
+            raise db_error(exc) from exc
+
+    async def _mark_processing(
+        self, process_id: uuid.UUID, run_id: str, deadline_seconds: int, probe: RunProbe
+    ) -> MarkProcessingResult:
         async with transaction(self.engine) as tx:
             claimed = await claim(tx.conn, process_id, run_id, probe)
             deadline = func.now() + timedelta(seconds=deadline_seconds)
@@ -319,7 +331,11 @@ class JobRepository:
             try:
                 row = (await claim(tx.conn, req.process_id, run_id, probe)).row
             except InternalSignalError:
-                return FinalizeResult(applied=False, status=ProcessingStatus(current.status))
+                # The same write by this run again: an earlier attempt committed, its completion was lost.
+                repeated = current.status == req.status and current.workflow_run_id == run_id
+                return FinalizeResult(
+                    applied=False, status=ProcessingStatus(current.status), repeated=repeated
+                )
             t = await terminal_write(tx, row, req)
         return FinalizeResult(applied=t is not None, status=req.status)
 

@@ -24,3 +24,16 @@ def next_retry_delay(attempt: int, retry_after: float | None) -> float | None:
     if retry_after is None:
         return None
     return max(min(max(retry_after, 0.0), RETRY_AFTER_CAP_SECONDS), backoff_seconds(attempt))
+
+
+# Infrastructure errors (database or Temporal connection) have a budget of their own (spec 6.7): retried
+# inside the activity with capped exponential backoff and no attempt limit; the job deadline bounds them.
+INFRA_INITIAL_INTERVAL_SECONDS = 0.5
+INFRA_MAXIMUM_INTERVAL_SECONDS = 5.0
+
+
+def infrastructure_backoff_seconds(failures: int) -> float:
+    """The wait after the ``failures``-th consecutive infrastructure failure: 0.5, 1, 2, 4, 5, 5, … s."""
+    return min(
+        INFRA_INITIAL_INTERVAL_SECONDS * BACKOFF_COEFFICIENT ** (failures - 1), INFRA_MAXIMUM_INTERVAL_SECONDS
+    )

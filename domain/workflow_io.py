@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from temporalio.common import SearchAttributeKey
 
 from domain.enums import CancelledBy, ProcessingStatus, ProcessingType, Scope, TargetType
@@ -145,16 +145,31 @@ class FinalizeRequest(_Model):
     source: str = "workflow"
 
 
+class OperatorCancel(_Model):
+    """Input of the workflow update ``cancel`` (spec 6.9): the reason the row records."""
+
+    reason: str = ""
+
+
 class FinalizeResult(_Model):
     applied: bool
     status: ProcessingStatus
+    repeated: bool = False  # not applied because this run's earlier attempt already wrote it
 
 
 class ProgressView(_Model):
+    """The ``progress`` query's answer (and the ``cancel`` update's): camelCase on the wire, read back too."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
     status: ProcessingStatus
     progress: int
-    units_done: int = Field(serialization_alias="unitsDone")
-    units_total: int = Field(serialization_alias="unitsTotal")
+    units_done: int = Field(
+        serialization_alias="unitsDone", validation_alias=AliasChoices("unitsDone", "units_done")
+    )
+    units_total: int = Field(
+        serialization_alias="unitsTotal", validation_alias=AliasChoices("unitsTotal", "units_total")
+    )
 
 
 class WorkflowSummary(_Model):

@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         GenerationInput,
         JobRef,
         MarkProcessingResult,
+        OperatorCancel,
         PersistUnitRequest,
         PersistUnitResult,
         PlanResult,
@@ -53,9 +54,24 @@ STANDARD_RETRY = RetryPolicy(
     maximum_attempts=retry.MAXIMUM_ATTEMPTS,
     non_retryable_error_types=list(NON_RETRYABLE_CODES),
 )
+# The local state writes: no attempt limit. Their infrastructure errors are waited out inside the activity
+# (an attempt that outlives its start-to-close is retried here), and the activity boundary makes every
+# other auto-retryable code non-retryable after MAXIMUM_ATTEMPTS, so the 4-attempt budget still holds
+# for everything that is not an outage. The job deadline bounds it all (spec 6.7).
+STATE_WRITE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=retry.INITIAL_INTERVAL_SECONDS),
+    backoff_coefficient=retry.BACKOFF_COEFFICIENT,
+    maximum_interval=timedelta(seconds=retry.MAXIMUM_INTERVAL_SECONDS),
+    maximum_attempts=0,
+    non_retryable_error_types=list(NON_RETRYABLE_CODES),
+)
 SHORT = timedelta(seconds=10)
 INTERNAL = {s.value for s in InternalSignal}
 WAIT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+TRY = workflow.ActivityCancellationType.TRY_CANCEL
+# Runs started before this patch wait for generate_unit to acknowledge a cancel and leave the search
+# attribute alone on failure; runs after it neither wait (TRY_CANCEL) nor leave it PROCESSING.
+PROMPT_CONTROL_PATCH = "prompt-cancel-and-final-search-attribute"
 
 
 # A remote activity's failure arrives as ActivityError(cause=…); a local activity's as the cause itself.
@@ -75,9 +91,9 @@ def failure_of(err: FailureError) -> tuple[str, dict[str, str] | None]:
 
 
 async def _short_write(activity: str, arg: Any, result_type: type[Any] | None = None) -> Any:
-    """A short state write: a local activity with the 10 s start-to-close and the standard retries."""
+    """A short state write: a local activity with the 10 s start-to-close and no attempt limit."""
     return await workflow.execute_local_activity(
-        activity, arg, result_type=result_type, start_to_close_timeout=SHORT, retry_policy=STANDARD_RETRY
+        activity, arg, result_type=result_type, start_to_close_timeout=SHORT, retry_policy=STATE_WRITE_RETRY
     )
 
 
@@ -92,6 +108,8 @@ class GenerationWorkflow:
         self._failed: dict[int, tuple[str, dict[str, str] | None]] = {}
         self._stop = False
         self._rejected = False
+        self._operator_reason: str | None = None
+        self._prompt = False
 
     @workflow.query
     def progress(self) -> ProgressView:
@@ -106,8 +124,28 @@ class GenerationWorkflow:
         self._status = status
         workflow.upsert_search_attributes([SA_PROCESSING_STATUS.value_set(status.value)])
 
+    @workflow.update
+    async def cancel(self, req: OperatorCancel) -> ProgressView:
+        """Operator cancel with a reason the row records (``temporal workflow update execute … --name
+        cancel --input '{"reason":"…"}'``): the job stops like a workflow cancel and the row becomes
+        CANCELLED with ``cancelled_by=OPERATOR`` and this reason. Answers once the row is written."""
+        self._operator_reason = self._operator_reason or req.reason.strip() or OPERATOR_CANCEL_REASON
+        await workflow.wait_condition(lambda: self._status.is_terminal)
+        return self.progress()
+
     @workflow.run
     async def run(self, inp: GenerationInput) -> WorkflowSummary:
+        self._prompt = workflow.patched(PROMPT_CONTROL_PATCH)
+        try:
+            return await self._run(inp)
+        except FailureError:
+            if self._prompt and not self._status.is_terminal:
+                # Ending without a terminal write of ours: the reconciler mirrors the row from this run's
+                # outcome, but the attribute must not keep saying PENDING/PROCESSING (issue 7.7).
+                self._set_status(ProcessingStatus.FAILED)
+            raise
+
+    async def _run(self, inp: GenerationInput) -> WorkflowSummary:
         ref = JobRef(process_id=inp.process_id, scope=inp.scope)
         try:
             marked = await _short_write(Act.MARK_PROCESSING, ref, MarkProcessingResult)
@@ -129,7 +167,9 @@ class GenerationWorkflow:
         work = asyncio.ensure_future(self._work(inp))
         remaining = max((marked.deadline_at - workflow.now()).total_seconds(), 0.0)
         try:
-            await workflow.wait_condition(work.done, timeout=timedelta(seconds=remaining))
+            await workflow.wait_condition(
+                lambda: work.done() or self._operator_reason is not None, timeout=timedelta(seconds=remaining)
+            )
         except builtins.TimeoutError:
             work.cancel()
             await self._settle(work)
@@ -143,6 +183,10 @@ class GenerationWorkflow:
             await self._settle(work)
             await self._cancelled(inp)
             raise
+        if not work.done():
+            work.cancel()
+            await self._settle(work)
+            return await self._operator_cancelled(inp)
         completed_in_persist = work.result()
         if self._stop:
             return self._quiet(inp)
@@ -162,17 +206,33 @@ class GenerationWorkflow:
             if not is_cancelled_exception(err):
                 raise
 
-    async def _cancelled(self, inp: GenerationInput) -> None:
+    async def _cancelled(self, inp: GenerationInput) -> bool:
         """The row's terminal write for a workflow cancel (a no-op when the API cancelled it first)."""
-        await self._finalize(
+        applied = await self._finalize(
             FinalizeRequest(
                 process_id=inp.process_id,
                 status=ProcessingStatus.CANCELLED,
                 error_code=ErrorCode.CANCELLED.value,
-                cancel_reason=workflow.cancellation_reason() or OPERATOR_CANCEL_REASON,
+                cancel_reason=self._operator_reason
+                or workflow.cancellation_reason()
+                or OPERATOR_CANCEL_REASON,
             )
         )
         self._set_status(ProcessingStatus.CANCELLED)
+        return applied
+
+    async def _operator_cancelled(self, inp: GenerationInput) -> WorkflowSummary:
+        """The end of a run stopped by the ``cancel`` update: Temporal has no cancel request to honour (a
+        workflow cannot cancel itself), so the run fails with type CANCELLED once the row says so."""
+        applied = await self._cancelled(inp)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if not applied:
+            return self._quiet(inp)
+        raise ApplicationError(
+            f"cancelled by an operator: {self._operator_reason}",
+            type=ErrorCode.CANCELLED.value,
+            non_retryable=True,
+        )
 
     def _quiet(self, inp: GenerationInput) -> WorkflowSummary:
         return WorkflowSummary(outcome="ROW_ALREADY_TERMINAL", process_id=inp.process_id)
@@ -187,9 +247,9 @@ class GenerationWorkflow:
                 Act.PLAN_UNITS,
                 JobRef(process_id=inp.process_id, scope=inp.scope),
                 result_type=PlanResult,
-                cancellation_type=workflow.ActivityCancellationType.TRY_CANCEL,
+                cancellation_type=TRY,
                 start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=STANDARD_RETRY,
+                retry_policy=STATE_WRITE_RETRY,
             )
         except ACTIVITY_FAILURE as err:
             code, details = failure_of(err)
@@ -220,7 +280,9 @@ class GenerationWorkflow:
                     start_to_close_timeout=timedelta(seconds=plan.generate_timeout_seconds),
                     heartbeat_timeout=timedelta(seconds=plan.heartbeat_timeout_seconds),
                     retry_policy=STANDARD_RETRY,
-                    cancellation_type=WAIT,
+                    # Never wait for the AI call to acknowledge a cancel: the deadline and a cancel end the
+                    # row at once, and the claim check refuses whatever the call does later (spec 6.8).
+                    cancellation_type=TRY if self._prompt else WAIT,
                 )
                 completed = False
                 if generated.output is not None:
@@ -231,7 +293,7 @@ class GenerationWorkflow:
                         ),
                         result_type=PersistUnitResult,
                         start_to_close_timeout=timedelta(seconds=30),
-                        retry_policy=STANDARD_RETRY,
+                        retry_policy=STATE_WRITE_RETRY,
                         cancellation_type=WAIT,
                     )
                     completed = persisted.job_completed
@@ -315,5 +377,7 @@ class GenerationWorkflow:
         raise ApplicationError(f"job ended {status.value}: {code}", type=code, non_retryable=True)
 
     async def _finalize(self, req: FinalizeRequest) -> bool:
+        """The terminal write; True when the row now holds it (also when an earlier attempt of this very
+        write committed but its completion was lost)."""
         result = await _short_write(Act.FINALIZE, req, FinalizeResult)
-        return bool(result.applied)
+        return bool(result.applied or result.repeated)

@@ -173,7 +173,7 @@ async def cancel(
         cancelledBy=job.cancelled_by,
     )
     try:
-        await cancel_generation(await svc.temporal.client(), pid, reason)
+        await cancel_generation(await svc.temporal.client(), pid, reason, svc.settings)
     except Exception as exc:  # the reconciler re-sends it; the row is already CANCELLED (spec 5.6)
         log_event(
             logging.WARNING,

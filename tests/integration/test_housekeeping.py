@@ -8,10 +8,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.worker import Worker
 
 from cli.temporal_server import find_temporal_cli
@@ -21,6 +23,7 @@ from domain.enums import ProcessingType, Scope, TargetType
 from domain.workflow_io import (
     RECONCILER_SCHEDULE_ID,
     RETENTION_SCHEDULE_ID,
+    SA_PROCESSING_STATUS,
     GenerationInput,
     ReconcileSummary,
     RetentionInput,
@@ -81,6 +84,46 @@ async def pending_row(repo: JobRepository, user: uuid.UUID) -> tuple[uuid.UUID, 
     return process_id, target_id
 
 
+async def terminate(settings: Settings, process_id: uuid.UUID, reason: str) -> None:
+    await asyncio.to_thread(
+        subprocess.run,
+        [
+            str(find_temporal_cli()),
+            "workflow",
+            "terminate",
+            "-w",
+            workflow_id_for(process_id),
+            "--reason",
+            reason,
+            "--address",
+            settings.temporal_address,
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+async def doomed_job(repo: JobRepository, client: Client, user: uuid.UUID) -> tuple[uuid.UUID, Any]:
+    """A PENDING row whose workflow (started as the API does) times out after 1 s: no worker polls it."""
+    process_id, target = await pending_row(repo, user)
+    handle = await client.start_workflow(
+        "GenerationWorkflow",
+        GenerationInput(
+            process_id=process_id,
+            user_id=user,
+            type=ProcessingType.SUBGOAL_GENERATION,
+            target_type=TargetType.GOAL,
+            target_id=target,
+            scope=Scope.TARGET,
+        ),
+        id=workflow_id_for(process_id),
+        task_queue=f"nobody-{uuid.uuid4()}",
+        execution_timeout=timedelta(seconds=1),
+        search_attributes=TypedSearchAttributes([SearchAttributePair(SA_PROCESSING_STATUS, "PENDING")]),
+    )
+    return process_id, handle
+
+
 @pytest.fixture
 def maintenance_settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings(temporal_maintenance_task_queue=f"maintenance-{uuid.uuid4()}")
@@ -96,22 +139,7 @@ async def test_terminated_workflow_becomes_cancelled_terminated(
             repo, client, settings, user, subgoal_params("#fault:subgoal:hang 学習計画")
         )
         await wait_status(repo, process_id, "PROCESSING")
-        await asyncio.to_thread(
-            subprocess.run,
-            [
-                str(find_temporal_cli()),
-                "workflow",
-                "terminate",
-                "-w",
-                workflow_id_for(process_id),
-                "--reason",
-                "stuck provider",
-                "--address",
-                settings.temporal_address,
-            ],
-            check=True,
-            capture_output=True,
-        )
+        await terminate(settings, process_id, "stuck provider")
         assert (await reconcile(client, settings)).fixed == 0  # recent rows are left alone
         await age(repo, process_id, updated_at="2 minutes")
         summary = await reconcile(client, settings)
@@ -132,6 +160,41 @@ async def test_terminated_workflow_becomes_cancelled_terminated(
     )
 
 
+async def test_sweep_mirrors_terminate_and_execution_timeout_without_waiting_for_quiet_rows(
+    repo, client, maintenance_settings, worker_for
+) -> None:
+    """Spec 6.10: closed workflows whose ProcessingStatus still says PENDING/PROCESSING are found through
+    visibility by the worker's sweep (shipped cadence), not only after their rows are quiet for 60 s."""
+    from worker import closed_sweep
+
+    settings = maintenance_settings
+    user = await make_user(repo.engine)
+    async with worker_for(settings):
+        terminated, _ = await start_subgoal_job(
+            repo, client, settings, user, subgoal_params("#fault:subgoal:hang 学習計画")
+        )
+        await wait_status(repo, terminated, "PROCESSING")
+    timed_out, _ = await doomed_job(repo, client, user)
+    untouched = await repo.get_job(terminated)
+    async with closed_sweep(client, settings, repo):
+        await terminate(settings, terminated, "stuck provider")
+        await wait_status(repo, terminated, "CANCELLED", seconds=30)
+        await wait_status(repo, timed_out, "TIMEOUT", seconds=30)
+    job = await repo.get_job(terminated)
+    assert job is not None and untouched is not None
+    assert (job.status, job.error_code, job.cancelled_by, job.cancel_reason) == (
+        "CANCELLED",
+        "TERMINATED",
+        "OPERATOR",
+        "stuck provider",
+    )
+    assert settings.closed_sweep_seconds == Settings().closed_sweep_seconds  # the shipped cadence
+    last = (await events(repo, terminated))[-1]
+    assert (last.type, last.payload["source"]) == ("CANCELLED", "reconciler")
+    timed = await repo.get_job(timed_out)
+    assert timed is not None and timed.error["details"] == {"timeoutKind": "WORKFLOW_EXECUTION"}
+
+
 async def test_missing_workflow_and_execution_timeout(repo, client, maintenance_settings, worker_for) -> None:
     settings = maintenance_settings
     user = await make_user(repo.engine)
@@ -140,21 +203,7 @@ async def test_missing_workflow_and_execution_timeout(repo, client, maintenance_
     await client.get_workflow_handle(workflow_id_for(orphan)).terminate()
     never, _ = await pending_row(repo, user)  # the row alone, no workflow at all
     # a workflow that times out with no worker polling its queue
-    timed_out, target = await pending_row(repo, user)
-    handle = await client.start_workflow(
-        "GenerationWorkflow",
-        GenerationInput(
-            process_id=timed_out,
-            user_id=user,
-            type=ProcessingType.SUBGOAL_GENERATION,
-            target_type=TargetType.GOAL,
-            target_id=target,
-            scope=Scope.TARGET,
-        ),
-        id=workflow_id_for(timed_out),
-        task_queue=f"nobody-{uuid.uuid4()}",
-        execution_timeout=timedelta(seconds=1),
-    )
+    timed_out, handle = await doomed_job(repo, client, user)
     for _ in range(100):
         if (await handle.describe()).status == WorkflowExecutionStatus.TIMED_OUT:
             break

@@ -123,15 +123,20 @@ async def test_unauthorized_is_rejected_after_one_request(
     assert "sk-test-key" not in (job.error_internal or "")
 
 
+@pytest.mark.parametrize("heartbeat_timeout", [None, 60], ids=["shipped-defaults", "long-heartbeat-timeout"])
 async def test_cancel_aborts_the_in_flight_http_request(
-    repo, client, make_settings, worker_for, server
+    repo, client, make_settings, worker_for, server, heartbeat_timeout
 ) -> None:
-    settings = openai_settings(make_settings, server, heartbeat_timeout_seconds=2)
+    """With the shipped settings, and with a heartbeat timeout whose SDK throttle alone would hold a cancel
+    back for 48 s: the call has run through several heartbeats, and the cancel still aborts it (6.1)."""
+    extra = {} if heartbeat_timeout is None else {"heartbeat_timeout_seconds": heartbeat_timeout}
+    settings = openai_settings(make_settings, server, **extra)
     server.replies.append(Reply(body=chat_completion(VALID), delay=60.0))
     user = await make_user(repo.engine)
     async with worker_for(settings):
         process_id, handle = await start_subgoal_job(repo, client, settings, user)
         await asyncio.wait_for(server.received.wait(), 10)
+        await asyncio.sleep(3 * settings.heartbeat_throttle_seconds)
         await handle.cancel()
         await asyncio.wait_for(server.client_closed_early.wait(), 10)
         with pytest.raises(WorkflowFailureError):

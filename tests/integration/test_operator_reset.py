@@ -13,8 +13,15 @@ from temporalio.client import WorkflowFailureError
 
 from cli.temporal_server import find_temporal_cli
 from db.repository import JobRepository
-from domain.workflow_io import WorkflowSummary, workflow_id_for
-from tests.support.jobs import events, make_user, start_subgoal_job, subgoal_params, wait_status
+from domain.workflow_io import SA_PROCESSING_STATUS, WorkflowSummary, workflow_id_for
+from tests.support.jobs import (
+    events,
+    make_user,
+    run_failing_subgoal_job,
+    start_subgoal_job,
+    subgoal_params,
+    wait_status,
+)
 
 
 def temporal_cli(address: str, *args: str) -> str:
@@ -51,6 +58,17 @@ async def remove_fault(repo: JobRepository, process_id: Any) -> None:
             text("UPDATE processing_states SET params = params || CAST(:p AS jsonb) WHERE id = :id"),
             {"p": json.dumps({"title": "学習計画"}), "id": process_id},
         )
+
+
+async def assert_untouched(repo: JobRepository, before: Any) -> None:
+    """The row is exactly as ``before`` (no write, no event, no run recorded) and no goal was created."""
+    after = await repo.get_job(before.id)
+    assert after is not None
+    fields = ("status", "error_code", "event_seq", "updated_at", "workflow_run_id")
+    assert [getattr(after, f) for f in fields] == [getattr(before, f) for f in fields]
+    async with repo.engine.connect() as conn:
+        goals = (await conn.execute(text("SELECT count(*) FROM goals"))).scalar_one()
+    assert goals == 0
 
 
 async def test_reset_of_a_failed_job_reopens_and_completes(repo, client, make_settings, worker_for) -> None:
@@ -115,28 +133,63 @@ async def test_reset_of_a_completed_job_changes_nothing(repo, client, make_setti
     )
 
 
-async def test_first_run_of_a_job_cancelled_while_pending_writes_nothing(
-    repo, client, make_settings, worker_for
-) -> None:
+async def cancel_while_pending(repo: JobRepository, process_id: Any) -> None:
     """The API cancelled the row before any worker picked the workflow up (e.g. the Temporal cancel was
-    lost): when the run finally starts it is the current run, but not a reset, so it must not reopen."""
+    lost)."""
+    assert await repo.cancel_by_user(process_id, "ユーザーによるキャンセル") is not None
+
+
+async def give_up_on_the_start(repo: JobRepository, process_id: Any) -> None:
+    """Issue 7.3: the start's RPC timed out, so the API answered 503 and failed the row (T9), yet the
+    server had started the workflow."""
+    await repo.fail_start(process_id, internal="RPCError: Timeout expired")
+
+
+@pytest.mark.parametrize(
+    ("end_row", "status"),
+    [(cancel_while_pending, "CANCELLED"), (give_up_on_the_start, "FAILED")],
+    ids=["cancelled-while-pending", "start-timed-out-but-reached-temporal"],
+)
+async def test_first_run_of_a_job_whose_row_ended_before_it_started_writes_nothing(
+    repo, client, make_settings, worker_for, end_row, status
+) -> None:
+    """When the run finally starts it is the current run, but not a reset, so it must not reopen."""
     settings = make_settings()
     user = await make_user(repo.engine)
     process_id, handle = await start_subgoal_job(repo, client, settings, user)
-    cancelled = await repo.cancel_by_user(process_id, "ユーザーによるキャンセル")
-    assert cancelled is not None
-    before = cancelled[0]
+    await end_row(repo, process_id)
+    before = await repo.get_job(process_id)
+    assert before is not None and (before.status, before.workflow_run_id) == (status, None)
     async with worker_for(settings):
         summary = await handle.result()
     assert summary.outcome == "ROW_ALREADY_TERMINAL"
+    await assert_untouched(repo, before)
+
+
+async def test_reset_that_meets_another_active_job_fails_and_leaves_no_open_search_attribute(
+    repo, client, make_settings, worker_for
+) -> None:
+    """Spec 6.9: the reopen collides with the active job on the same target, so the new run fails with
+    JOB_ALREADY_RUNNING and the row is unchanged; its ProcessingStatus must not stay PENDING (7.7)."""
+    settings = make_settings()
+    process_id = await run_failing_subgoal_job(repo, client, settings, worker_for, "#fault:subgoal:rejected")
+    failed = await repo.get_job(process_id)
+    assert failed is not None
+    async with worker_for(settings):
+        hanging = subgoal_params("#fault:subgoal:hang 学習計画")
+        other, other_handle = await start_subgoal_job(
+            repo, client, settings, failed.user_id, hanging, target_id=failed.target_id
+        )
+        await wait_status(repo, other, "PROCESSING")
+        outcome = await reset_and_wait(client, settings.temporal_address, process_id)
+        await other_handle.cancel()
+    assert isinstance(outcome, WorkflowFailureError)
+    assert getattr(outcome.cause, "type", None) == "JOB_ALREADY_RUNNING"
     after = await repo.get_job(process_id)
-    assert after is not None
-    assert (after.status, after.event_seq, after.updated_at, after.workflow_run_id) == (
-        "CANCELLED",
-        before.event_seq,
-        before.updated_at,
-        None,
+    assert after is not None and (after.status, after.event_seq, after.reopen_count) == (
+        "FAILED",
+        failed.event_seq,
+        0,
     )
-    async with repo.engine.connect() as conn:
-        goals = (await conn.execute(text("SELECT count(*) FROM goals"))).scalar_one()
-    assert goals == 0
+    desc = await client.get_workflow_handle(workflow_id_for(process_id)).describe()
+    assert desc.typed_search_attributes.get(SA_PROCESSING_STATUS) == "FAILED"

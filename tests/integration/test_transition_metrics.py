@@ -153,3 +153,20 @@ async def test_operator_cancel_then_reset_counts_each_applied_terminal_transitio
         "AsyncProcessingFailed": 1.0,
     }
     assert {status: count for status, (count, _) in durations(probe).items()} == {"CANCELLED": 1, "FAILED": 1}
+
+
+async def test_a_repeated_finalize_of_the_same_run_says_so_and_counts_nothing(
+    probe: MetricsProbe, repo: JobRepository, clean_db: AsyncEngine
+) -> None:
+    """A finalize attempt that committed but whose completion was lost (an outage, a start-to-close
+    timeout) is retried: the retry is refused yet marked ``repeated``, so the run ends as it meant to."""
+    process_id = await processing_job(repo, clean_db)
+    timeout = FinalizeRequest(
+        process_id=process_id, status=ProcessingStatus.TIMEOUT, error_code="TIMEOUT_ERROR"
+    )
+    assert (await repo.finalize(timeout, RUN_ID, current_run)).applied
+    again = await repo.finalize(timeout, RUN_ID, current_run)
+    assert (again.applied, again.repeated) == (False, True)
+    other = timeout.model_copy(update={"status": ProcessingStatus.FAILED, "error_code": "AI_ERROR"})
+    assert (await repo.finalize(other, RUN_ID, current_run)).repeated is False
+    assert terminal_counts(probe) == {**dict.fromkeys(TERMINAL, 0.0), "AsyncProcessingTimeout": 1.0}

@@ -301,6 +301,16 @@ async def test_hang_waits_until_cancelled() -> None:
     assert await generate(prompt, SG, FAULTY, attempt=2)
 
 
+async def test_deaf_ignores_cancel_and_still_returns_valid_output() -> None:
+    deaf = OfflineProvider(latency_ms=300, faults_enabled=True)
+    task = asyncio.ensure_future(deaf.generate(request(subgoal_prompt("英語を話す #fault:subgoal:deaf"), SG)))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    response = await task
+    assert validate_subgoals(parse_subgoals(response.text)).ok
+    assert response.latency_ms >= 300
+
+
 @pytest.mark.parametrize("limit", [1, 2])
 async def test_invalid_json_applies_per_generation(limit: int) -> None:
     suffix = "" if limit == 1 else f":{limit}"

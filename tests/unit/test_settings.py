@@ -16,7 +16,10 @@ def test_defaults_match_the_spec() -> None:
     assert s.ai_provider == "offline" and s.auth_mode == "hs256"
     assert (s.ai_temperature, s.ai_max_tokens, s.ai_top_p) == (0.7, 2000, 0.9)
     assert s.temporal_task_queue == "ai-generation"
-    assert s.activity_timeout_seconds("TASK_GENERATION") == 300 and s.heartbeat_timeout_seconds == 60
+    assert s.activity_timeout_seconds("TASK_GENERATION") == 300
+    # spec 6.7: a lost worker's call is retried elsewhere in <= 15 s; a cancel reaches it in about 1 s
+    assert (s.heartbeat_timeout_seconds, s.heartbeat_throttle_seconds) == (10, 1.0)
+    assert s.closed_sweep_seconds <= 5
     assert s.job_deadline_seconds == 600 and s.goal_scope_concurrency == 4
     assert s.estimate_seconds("ACTION_GENERATION") == 180
 
@@ -29,6 +32,7 @@ def test_defaults_match_the_spec() -> None:
         {"app_env": "production", "ai_offline_faults": True, "jwt_secret": "x" * 40},
         {"app_env": "production"},
         {"auth_mode": "jwks"},
+        {"heartbeat_timeout_seconds": 3, "heartbeat_throttle_seconds": 2},
     ],
 )
 def test_invalid_configuration_is_refused(overrides: dict[str, object]) -> None:
