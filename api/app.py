@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
+from api.openapi import install_openapi, operation_id
 from api.routes import goals, health, jobs
 from api.routes.page import install_page
 from api.services import open_services
@@ -19,6 +22,7 @@ from observability import metrics
 from observability.tracing import init_tracing
 from settings import AppEnv, Settings, get_settings
 
+API_VERSION = version("goal-mandala")
 EXPOSED_HEADERS = [
     "X-Request-ID",
     "Location",
@@ -45,13 +49,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with on_stop_signal(services.stopping.set):
                 yield
 
-    app = FastAPI(
-        title="Goal mandala generation API",
-        lifespan=lifespan,
-        docs_url=None if production else "/docs",
-        redoc_url=None,
-        openapi_url=None if production else "/openapi.json",
-    )
+    if production:
+        app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    else:  # Swagger UI from the package's own files: /docs works without internet
+        app = FastAPIOffline(
+            title="Goal mandala generation API",
+            version=API_VERSION,
+            lifespan=lifespan,
+            docs_url="/docs",
+            redoc_url=None,
+            openapi_url="/openapi.json",
+            generate_unique_id_function=operation_id,
+        )
+        install_openapi(app)
     app.include_router(jobs.router)
     app.include_router(goals.router)
     app.include_router(health.router)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import httpx
 import jwt
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.log_context import log_event
 from db.users import Identity
@@ -34,11 +35,17 @@ def auth_error(code: ErrorCode = ErrorCode.UNAUTHORIZED) -> AppError:
     return AppError(code, headers={"WWW-Authenticate": "Bearer"})
 
 
-def bearer_token(authorization: str | None) -> str:
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+# Declares the bearer scheme in the OpenAPI document and splits the header; never answers by itself.
+BEARER = HTTPBearer(
+    auto_error=False, bearerFormat="JWT", description="`mandala token --sub USER` in development"
+)
+
+
+def bearer_token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header (scheme in any case, token stripped)."""
+    if credentials is None:
         raise auth_error()
-    return token.strip()
+    return credentials.credentials
 
 
 class TokenVerifier(Protocol):

@@ -9,9 +9,10 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials
 
-from api.auth import bearer_token
+from api.auth import BEARER, bearer_token
 from api.errors import request_language
 from api.log_context import bind_user, log_event
 from api.middleware import RATE_LIMIT_HEADERS_KEY
@@ -32,9 +33,11 @@ ServicesDep = Annotated[Services, Depends(services)]
 Lang = Annotated[Language, Depends(request_language)]
 
 
-async def current_identity(request: Request, svc: ServicesDep) -> Identity:
+async def current_identity(
+    svc: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+) -> Identity:
     """The verified token's identity (FastAPI runs it once per request, however many depend on it)."""
-    return await svc.verifier.verify(bearer_token(request.headers.get("authorization")))
+    return await svc.verifier.verify(bearer_token(credentials))
 
 
 Owner = Annotated[Identity, Depends(current_identity)]

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.response_shapes import Event
 from api.views import event_view
 from db import reads
 from domain.enums import ProcessingStatus
@@ -28,11 +28,11 @@ BATCH = 500
 HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
-def _json(data: dict[str, Any]) -> str:
+def _json(data: Mapping[str, object]) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
-def sse_frame(data: dict[str, Any]) -> str:
+def sse_frame(data: Event) -> str:
     return f"id: {data['seq']}\nevent: {data['type']}\ndata: {_json(data)}\n\n"
 
 

@@ -3,10 +3,11 @@ the caller's language; every timestamp is ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from api import response_shapes as shapes
+from db import reads
 from db.models import ProcessingEvent, ProcessingState, Task
-from db.reads import ActionNode, GoalTree, JobView, SubGoalNode
 from domain.enums import Language, ProcessingStatus
 from domain.errors import render_error
 from domain.items import action_item, stamps, subgoal_item, task_item
@@ -17,13 +18,13 @@ CANCELLED_MESSAGE = {Language.JA: "処理をキャンセルしました", Langua
 _WITH_ERROR = frozenset({ProcessingStatus.FAILED, ProcessingStatus.TIMEOUT, ProcessingStatus.CANCELLED})
 
 
-def _error(job: ProcessingState, lang: Language, with_details: bool) -> dict[str, Any] | None:
+def _error(job: ProcessingState, lang: Language, with_details: bool) -> shapes.ErrorBody | None:
     if ProcessingStatus(job.status) not in _WITH_ERROR or not job.error:
         return None
     rendered = render_error(job.error, lang)
     if not with_details:
         rendered.pop("details", None)
-    return rendered
+    return cast(shapes.ErrorBody, rendered)
 
 
 def render_result(result: dict[str, Any], lang: Language) -> dict[str, Any]:
@@ -40,13 +41,13 @@ def render_result(result: dict[str, Any], lang: Language) -> dict[str, Any]:
     return {**result, "failedUnits": units}
 
 
-def _job_fields(job: ProcessingState) -> dict[str, Any]:
+def _job_fields(job: ProcessingState) -> shapes.JobFields:
     return {
         "processId": str(job.id),
-        "type": str(job.type),
-        "status": str(job.status),
+        "type": job.type,
+        "status": job.status,
         "progress": job.progress,
-        "targetType": str(job.target_type),
+        "targetType": job.target_type,
         "targetId": str(job.target_id),
         "retryCount": job.retry_count,
         "parentProcessId": None if job.parent_process_id is None else str(job.parent_process_id),
@@ -56,10 +57,12 @@ def _job_fields(job: ProcessingState) -> dict[str, Any]:
     }
 
 
-def status_view(view: JobView, lang: Language) -> dict[str, Any]:
+def status_view(view: reads.JobView, lang: Language) -> shapes.JobStatus:
     job = view.job
-    data = _job_fields(job) | {
-        "scope": job_scope(job.type, job.target_type).value,
+    # The job fields are a closed typed dict, so none of the optional keys below can hide in them.
+    data: shapes.JobStatus = {
+        **_job_fields(job),  # type: ignore[typeddict-item]
+        "scope": job_scope(job.type, job.target_type),
         "units": {"total": job.total_units, "succeeded": view.units.succeeded, "failed": view.units.failed},
         "rootProcessId": str(job.root_process_id),
         "startedAt": iso_ms_or_none(job.started_at),
@@ -68,7 +71,7 @@ def status_view(view: JobView, lang: Language) -> dict[str, Any]:
     if not status.is_terminal:
         data["estimatedCompletionTime"] = iso_ms(job.estimated_completion_at)
     if job.result is not None:
-        data["result"] = render_result(job.result, lang)
+        data["result"] = cast(shapes.JobResult, render_result(job.result, lang))
     error = _error(job, lang, with_details=True)
     if error is not None:
         data["error"] = error
@@ -78,40 +81,38 @@ def status_view(view: JobView, lang: Language) -> dict[str, Any]:
     return data
 
 
-def history_item(job: ProcessingState, lang: Language) -> dict[str, Any]:
-    data = _job_fields(job)
+def history_item(job: ProcessingState, lang: Language) -> shapes.HistoryItem:
+    data: shapes.HistoryItem = {**_job_fields(job)}  # type: ignore[typeddict-item]  # as in status_view
     error = _error(job, lang, with_details=False)
     if error is not None:
         data["error"] = error
     return data
 
 
-def accepted_view(job: NewJob) -> dict[str, Any]:
-    data: dict[str, Any] = {
+def accepted_view(job: NewJob) -> shapes.Accepted:
+    data: shapes.Accepted = {
         "processId": str(job.process_id),
-        "status": ProcessingStatus.PENDING.value,
-        "type": job.type.value,
-        "targetType": job.target_type.value,
+        "status": ProcessingStatus.PENDING,
+        "type": job.type,
+        "targetType": job.target_type,
         "targetId": str(job.target_id),
-        "scope": job.scope.value,
+        "scope": job.scope,
         "totalUnits": job.total_units,
         "createdAt": iso_ms(job.created_at),
         "estimatedCompletionTime": iso_ms(job.estimated_completion_at),
     }
     if job.parent_process_id is not None:
-        data |= {
-            "retryCount": job.retry_count,
-            "originalProcessId": str(job.parent_process_id),
-            "rootProcessId": str(job.root_process_id),
-        }
+        data["retryCount"] = job.retry_count
+        data["originalProcessId"] = str(job.parent_process_id)
+        data["rootProcessId"] = str(job.root_process_id)
     return data
 
 
-def cancelled_view(job: ProcessingState, lang: Language) -> dict[str, Any]:
+def cancelled_view(job: ProcessingState, lang: Language) -> shapes.Cancelled:
     return {
         "processId": str(job.id),
-        "status": str(job.status),
-        "type": str(job.type),
+        "status": job.status,
+        "type": job.type,
         "progress": job.progress,
         "createdAt": iso_ms(job.created_at),
         "updatedAt": iso_ms(job.updated_at),
@@ -123,12 +124,12 @@ def cancelled_view(job: ProcessingState, lang: Language) -> dict[str, Any]:
     }
 
 
-def event_view(event: ProcessingEvent) -> dict[str, Any]:
+def event_view(event: ProcessingEvent) -> shapes.Event:
     return {
         "processId": str(event.process_id),
         "seq": event.seq,
         "type": event.type,
-        "status": str(event.status),
+        "status": event.status,
         "progress": event.progress,
         "payload": event.payload,
         "createdAt": iso_ms(event.created_at),
@@ -138,31 +139,39 @@ def event_view(event: ProcessingEvent) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- goal tree
 
 
-def _task(t: Task) -> dict[str, Any]:
-    return task_item(t) | {
+# The items come from domain/items.py, shared with the stored job results, as plain dicts.
+
+
+def _task(t: Task) -> shapes.TaskNode:
+    item = task_item(t) | {
         "deadline": iso_ms_or_none(t.deadline),
         "completedAt": iso_ms_or_none(t.completed_at),
     }
+    return cast(shapes.TaskNode, item)
 
 
-def _action(node: ActionNode) -> dict[str, Any]:
-    return action_item(node.action) | {"tasks": [_task(t) for t in node.tasks]}
+def _action(node: reads.ActionNode) -> shapes.ActionNode:
+    return cast(shapes.ActionNode, action_item(node.action) | {"tasks": [_task(t) for t in node.tasks]})
 
 
-def _subgoal(node: SubGoalNode) -> dict[str, Any]:
-    return subgoal_item(node.subgoal) | {"actions": [_action(a) for a in node.actions]}
+def _subgoal(node: reads.SubGoalNode) -> shapes.SubGoalNode:
+    return cast(
+        shapes.SubGoalNode, subgoal_item(node.subgoal) | {"actions": [_action(a) for a in node.actions]}
+    )
 
 
-def goal_view(tree: GoalTree) -> dict[str, Any]:
+def goal_view(tree: reads.GoalTree) -> shapes.GoalTree:
     g = tree.goal
-    goal = {
+    goal: shapes.GoalNode = {
         "id": str(g.id),
         "title": g.title,
         "description": g.description,
         "deadline": iso_ms_or_none(g.deadline),
         "background": g.background,
         "constraints": g.constraints,
-        "status": str(g.status),
+        "status": g.status,
         "progress": g.progress,
-    } | stamps(g)
-    return {"goal": goal | {"subGoals": [_subgoal(node) for node in tree.subgoals]}}
+        **stamps(g),  # type: ignore[typeddict-item]  # createdAt and updatedAt, as plain str values
+        "subGoals": [_subgoal(node) for node in tree.subgoals],
+    }
+    return {"goal": goal}

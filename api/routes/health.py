@@ -11,19 +11,25 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from api.deps import ServicesDep
+from api.response_shapes import Health, Readiness
 from domain.timefmt import iso_ms
 
 CHECK_TIMEOUT_SECONDS = 2.0
 
-router = APIRouter()
+router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+@router.get("/health", summary="Liveness", response_model=Health)
 async def health() -> JSONResponse:
     return JSONResponse({"status": "ok", "timestamp": iso_ms(datetime.now(UTC))})
 
 
-@router.get("/health/ready")
+@router.get(
+    "/health/ready",
+    summary="Readiness: PostgreSQL and Temporal",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A check failed"}},
+)
 async def ready(svc: ServicesDep) -> JSONResponse:
     async def database() -> None:
         async with svc.engine.connect() as conn:

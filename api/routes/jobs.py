@@ -20,6 +20,8 @@ from api.envelope import success
 from api.idempotency import idempotent
 from api.launch import launch, new_job
 from api.log_context import log_event
+from api.openapi import EVENT_STREAM, LAST_EVENT_ID, errors, inputs, starts_a_job
+from api.response_shapes import CancelledEnvelope, EventsEnvelope, HistoryEnvelope, StatusEnvelope
 from api.services import Services
 from api.targets import plan_units
 from api.temporal_gateway import cancel_generation
@@ -36,8 +38,21 @@ PREFIX = "/api/ai/async"
 MAX_RETRIES = 3
 RETRYABLE_STATUSES = frozenset({ProcessingStatus.FAILED, ProcessingStatus.TIMEOUT})
 
-router = APIRouter(prefix=PREFIX)
-ProcessId = Annotated[str, Path(alias="processId")]
+router = APIRouter(prefix=PREFIX, tags=["jobs"])
+ProcessId = Annotated[str, Path(alias="processId", json_schema_extra={"format": "uuid"})]
+# Target checks of spec 5.3, run for a start and again for a retry.
+TARGET_ERRORS = (
+    ErrorCode.GOAL_NOT_FOUND,
+    ErrorCode.SUBGOAL_NOT_FOUND,
+    ErrorCode.ACTION_NOT_FOUND,
+    ErrorCode.FORBIDDEN,
+    ErrorCode.TARGET_NOT_READY,
+    ErrorCode.TARGET_HAS_CHILDREN,
+    ErrorCode.JOB_ALREADY_RUNNING,
+    ErrorCode.WORKFLOW_START_ERROR,
+)
+JOB_ERRORS = (ErrorCode.INVALID_UUID, ErrorCode.PROCESSING_NOT_FOUND, ErrorCode.FORBIDDEN)
+BODY_ERRORS = (ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.VALIDATION_ERROR)
 
 
 async def _owned_job(conn: AsyncConnection, process_id: UUID, user_id: UUID) -> reads.JobView:
@@ -55,7 +70,18 @@ def _accepted(job: NewJob, trigger: metrics.Trigger) -> JSONResponse:
     return success(accepted_view(job), status_code=202, headers=location)
 
 
-@router.post("/generate", response_model=None)
+@router.post(
+    "/generate",
+    summary="Start a generation job",
+    **starts_a_job(
+        "GenerateRequest",
+        True,
+        *BODY_ERRORS,
+        ErrorCode.INVALID_PROCESS_TYPE,
+        ErrorCode.PROMPT_INJECTION_DETECTED,
+        *TARGET_ERRORS,
+    ),
+)
 async def generate(
     request: Request, svc: ServicesDep, user_id: WriteUser, owner: Owner, body: Body, lang: Lang
 ) -> Response:
@@ -88,7 +114,13 @@ async def _generate(
     return _accepted(job, metrics.Trigger.START)
 
 
-@router.get("/status/{processId}")
+@router.get(
+    "/status/{processId}",
+    summary="A job's status, progress, result and error",
+    response_model=StatusEnvelope,
+    responses=errors(*JOB_ERRORS),
+    openapi_extra=inputs(),
+)
 async def status(svc: ServicesDep, user_id: ReadUser, lang: Lang, process_id: ProcessId) -> JSONResponse:
     pid = path_id(process_id)
     async with svc.engine.connect() as conn:
@@ -96,7 +128,20 @@ async def status(svc: ServicesDep, user_id: ReadUser, lang: Lang, process_id: Pr
     return success(status_view(view, lang))
 
 
-@router.post("/retry/{processId}", response_model=None)
+@router.post(
+    "/retry/{processId}",
+    summary="Retry a FAILED or TIMEOUT job",
+    **starts_a_job(
+        "RetryRequest",
+        False,
+        *BODY_ERRORS,
+        *JOB_ERRORS,
+        ErrorCode.RETRY_NOT_ALLOWED,
+        ErrorCode.MAX_RETRY_EXCEEDED,
+        ErrorCode.ALREADY_RETRIED,
+        *TARGET_ERRORS,
+    ),
+)
 async def retry(
     request: Request,
     svc: ServicesDep,
@@ -151,7 +196,15 @@ async def _retry(
     return _accepted(job, metrics.Trigger.RETRY)
 
 
-@router.post("/cancel/{processId}")
+@router.post(
+    "/cancel/{processId}",
+    summary="Cancel a PENDING or PROCESSING job",
+    response_model=CancelledEnvelope,
+    responses=errors(
+        *BODY_ERRORS, ErrorCode.PROMPT_INJECTION_DETECTED, *JOB_ERRORS, ErrorCode.CANCEL_NOT_ALLOWED
+    ),
+    openapi_extra=inputs(body="CancelRequest", body_required=False),
+)
 async def cancel(
     svc: ServicesDep, user_id: WriteUser, body: Body, lang: Lang, process_id: ProcessId
 ) -> JSONResponse:
@@ -185,7 +238,13 @@ async def cancel(
     return success(cancelled_view(job, lang))
 
 
-@router.get("/history")
+@router.get(
+    "/history",
+    summary="The caller's jobs, newest first",
+    response_model=HistoryEnvelope,
+    responses=errors(ErrorCode.VALIDATION_ERROR),
+    openapi_extra=inputs(query="HistoryQuery"),
+)
 async def history(request: Request, svc: ServicesDep, user_id: ReadUser, lang: Lang) -> JSONResponse:
     q = history_query(request.query_params)
     async with svc.engine.connect() as conn:
@@ -202,7 +261,13 @@ async def history(request: Request, svc: ServicesDep, user_id: ReadUser, lang: L
     return success({"processes": [history_item(j, lang) for j in jobs], "pagination": pagination})
 
 
-@router.get("/events/{processId}", response_model=None)
+@router.get(
+    "/events/{processId}",
+    summary="A job's events: JSON page, or server-sent events",
+    response_model=EventsEnvelope,
+    responses=EVENT_STREAM | errors(*JOB_ERRORS, ErrorCode.VALIDATION_ERROR),
+    openapi_extra=inputs(query="EventsQuery", headers=[LAST_EVENT_ID]),
+)
 async def events(
     request: Request, svc: ServicesDep, user_id: ReadUser, process_id: ProcessId
 ) -> JSONResponse | StreamingResponse:

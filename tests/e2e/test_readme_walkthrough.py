@@ -1,25 +1,29 @@
 """README's first-job walk-through, command by command, against the API and worker processes.
 
 `mandala all` runs on a pseudo-terminal, as in a reader's terminal: the live display must show the job
-PROCESSING with units moving before it completes. `mandala show` is pictured into docs/images/.
+PROCESSING with units moving before it completes. `mandala show` is pictured (into docs/images/ with
+UPDATE_DOC_IMAGES=1, see tests/support/pictures.py).
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
+from pathlib import Path
 
 from tests.support.cli_runs import UUID
 from tests.support.live_stack import REPO_ROOT, LiveStack
+from tests.support.pictures import picture_path
 from tests.support.readme import commands, section
 from tests.support.terminal import run_on_terminal, screenshot_of_output
 
-SCREENSHOT = REPO_ROOT / "docs" / "images" / "cli-show.png"
 COLUMNS = 120
 ANSI_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def test_the_readme_first_job_walkthrough_runs_and_shows_moving_progress(stack: LiveStack) -> None:
+def test_the_readme_first_job_walkthrough_runs_and_shows_moving_progress(
+    stack: LiveStack, tmp_path: Path
+) -> None:
     steps = commands(section(REPO_ROOT / "README.md", "## A first job"))
     dev, token, build, *rest = steps
     assert dev == "AI_OFFLINE_LATENCY_MS=1000 .venv/bin/mandala dev"  # the stack runs this, with less latency
@@ -50,4 +54,4 @@ def test_the_readme_first_job_walkthrough_runs_and_shows_moving_progress(stack: 
         outputs[step] = result.stdout
     chart = outputs[".venv/bin/mandala show <GOAL>"]
     assert "TypeScriptのエキスパートになる" in chart and "┏" in chart
-    screenshot_of_output(chart, SCREENSHOT)
+    screenshot_of_output(chart, picture_path("cli-show.png", tmp_path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -9,9 +10,9 @@ from playwright.sync_api import ConsoleMessage, Page, expect
 
 from tests.support.browser import chromium
 from tests.support.chart_reader import expected_cells
-from tests.support.live_stack import REPO_ROOT, LiveStack
+from tests.support.live_stack import LiveStack
+from tests.support.pictures import picture_path
 
-SCREENSHOT = REPO_ROOT / "docs" / "images" / "web-chart.png"
 JOB_TIMEOUT_MS = 90_000
 
 
@@ -31,7 +32,9 @@ def drawn_cells(page: Page) -> list[list[str]]:
     return [["".join(text.split()) for text in row] for row in rows]
 
 
-def test_the_page_signs_in_builds_a_whole_chart_live_and_draws_the_9x9_grid(stack: LiveStack) -> None:
+def test_the_page_signs_in_builds_a_whole_chart_live_and_draws_the_9x9_grid(
+    stack: LiveStack, tmp_path: Path
+) -> None:
     errors: list[str] = []
 
     def on_console(message: ConsoleMessage) -> None:
@@ -67,8 +70,7 @@ def test_the_page_signs_in_builds_a_whole_chart_live_and_draws_the_9x9_grid(stac
         page.locator("#chart td.action button").first.click()
         expect(page.locator("#tasks li").first).to_be_visible()
 
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        page.screenshot(path=str(picture_path("web-chart.png", tmp_path)), full_page=True)
 
         page.set_viewport_size({"width": 390, "height": 844})
         overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
