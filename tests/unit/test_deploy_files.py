@@ -2,7 +2,11 @@
 
 No Docker engine runs here, so the compose file is validated by `docker-compose config` (the Debian
 `docker-compose` package; .ci/run installs it) and read: every command must be a real entry point,
-every port what the process listens on, every variable a real `Settings` field.
+every port what the process listens on, every variable a real `Settings` field. The checks are also
+run on broken copies of the file, to show that each of them fails when it should.
+
+Without `docker-compose` the tests that need it are skipped on a developer's machine, and fail in CI
+(`CI=true`, which .ci/run sets).
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ import importlib.util
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -55,55 +61,95 @@ PINNED = {"DATABASE_URL", "SCHEDULES_ENABLED"}
 SUBSTITUTION = re.compile(r"\$\{([A-Z0-9_]+)(?::?-[^}]*)?\}")
 
 
-def raw_compose() -> dict[str, Any]:
-    """The file as written (anchors and merge keys resolved by YAML, `${...}` left as they are)."""
-    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
-    return loaded
+def docker_compose() -> str:
+    """The `docker-compose` program; skips the test when it is missing, except in CI."""
+    found = shutil.which("docker-compose")
+    if found is None:
+        message = "docker-compose is not installed (Debian package `docker-compose`; .ci/run installs it)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+@dataclass(frozen=True)
+class ComposeFile:
+    """docker-compose.yml, or a broken copy of it (resolved against the repository all the same)."""
+
+    path: Path = COMPOSE
+
+    def text(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+    def raw(self) -> dict[str, Any]:
+        """The file as written (anchors and merge keys resolved by YAML, `${...}` left as they are)."""
+        loaded: dict[str, Any] = yaml.safe_load(self.text())
+        return loaded
+
+    def config(self, env_file: Path | None = None) -> dict[str, Any]:
+        """`docker-compose config`: the file as Compose understands it, interpolated with ``env_file``
+        only (none: an empty one, not the developer's own .env)."""
+        return _docker_compose_config(self.path, env_file)
 
 
 @cache
-def compose_config(env_file: Path | None) -> dict[str, Any]:
-    """`docker-compose config`: the file as Compose understands it, interpolated with ``env_file`` only."""
-    if env_file is None:  # not the developer's own .env: an empty one
+def _docker_compose_config(path: Path, env_file: Path | None) -> dict[str, Any]:
+    if env_file is None:
         handle, name = tempfile.mkstemp(suffix=".env")
         os.close(handle)
         env_file = Path(name)
-    args = ["docker-compose", "--env-file", str(env_file), "-f", str(COMPOSE), "config"]
+    args = [docker_compose(), "--env-file", str(env_file), "-f", str(path), "--project-directory", str(REPO)]
     clean_env = {key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ}
-    result = subprocess.run(args, cwd=REPO, env=clean_env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*args, "config"], cwd=REPO, env=clean_env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     config: dict[str, Any] = yaml.safe_load(result.stdout)
     return config
 
 
+THE_FILE = ComposeFile()
 ENV_FILES = [None, ENV_EXAMPLE]
 
 
 @pytest.mark.parametrize("env_file", ENV_FILES, ids=["no .env", ".env.example"])
 def test_docker_compose_config_accepts_the_file(env_file: Path | None) -> None:
-    services = compose_config(env_file)["services"]
+    services = THE_FILE.config(env_file)["services"]
     assert set(services) == {"postgres", "temporal", "temporal-ui", *APP_SERVICES}
     assert all("container_name" not in service for service in services.values())  # replicas need none
 
 
-def test_every_setting_reaches_every_app_service_under_its_own_name() -> None:
-    services = raw_compose()["services"]
+def test_docker_compose_config_refuses_an_invalid_file(tmp_path: Path) -> None:
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(THE_FILE.text().replace("    depends_on:\n", "    depends_onn:\n", 1))
+    with pytest.raises(AssertionError, match="depends_onn"):
+        ComposeFile(broken).config()
+
+
+def check_settings(compose: ComposeFile) -> None:
+    services = compose.raw()["services"]
     for name in APP_SERVICES:
         environment = services[name]["environment"]
-        assert set(environment) == SETTINGS | THIRD_PARTY, name
+        missing = sorted((SETTINGS | THIRD_PARTY) - set(environment))
+        unknown = sorted(set(environment) - SETTINGS - THIRD_PARTY)
+        assert not missing and not unknown, f"{name}: settings not passed {missing}, not settings {unknown}"
         for key, value in environment.items():
             if key not in PINNED:
-                assert SUBSTITUTION.fullmatch(str(value)), f"{key}: {value}"
-                assert SUBSTITUTION.fullmatch(str(value)).group(1) == key  # type: ignore[union-attr]
-    used = set(SUBSTITUTION.findall(COMPOSE.read_text(encoding="utf-8")))
-    assert used <= SETTINGS | THIRD_PARTY | COMPOSE_VARIABLES, used - SETTINGS - THIRD_PARTY
+                match = SUBSTITUTION.fullmatch(str(value))
+                assert match and match.group(1) == key, f"{name}: {key} is not ${{{key}:-...}}: {value}"
+    unknown = sorted(set(SUBSTITUTION.findall(compose.text())) - SETTINGS - THIRD_PARTY - COMPOSE_VARIABLES)
+    assert not unknown, f"variables that are neither settings nor documented: {unknown}"
+
+
+def test_every_setting_reaches_every_app_service_under_its_own_name() -> None:
+    check_settings(THE_FILE)
 
 
 @pytest.mark.parametrize("env_file", ENV_FILES, ids=["no .env", ".env.example"])
 def test_each_app_service_environment_is_valid_settings_pointing_at_the_compose_services(
     env_file: Path | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = compose_config(env_file)
+    config = THE_FILE.config(env_file)
     for name in APP_SERVICES:
         for key in SETTINGS:
             monkeypatch.delenv(key, raising=False)
@@ -126,49 +172,128 @@ def test_each_app_service_environment_is_valid_settings_pointing_at_the_compose_
         assert (temporal_port["published"], temporal_port["target"]) == (7233, 7233)
 
 
-def test_service_commands_and_health_checks_are_real_entry_points() -> None:
-    services = compose_config(None)["services"]
+def check_entry_points(compose: ComposeFile) -> None:
+    services = compose.config()["services"]
     for name in APP_SERVICES:
         check_entry_point(services[name]["command"])
     for name in ("api",):
         check_entry_point(services[name]["healthcheck"]["test"][1:])
 
 
-def test_ports_are_those_the_processes_listen_on() -> None:
-    services = compose_config(None)["services"]
+def test_service_commands_and_health_checks_are_real_entry_points() -> None:
+    check_entry_points(THE_FILE)
+
+
+def check_ports(compose: ComposeFile) -> None:
+    services = compose.config()["services"]
     api = services["api"]
     listen = check_entry_point(api["command"])
     [published] = api["ports"]
-    assert published["target"] == listen
+    assert published["target"] == listen, f"api listens on {listen}, publishes {published['target']}"
     assert "-" in str(published["published"])  # a range: `--scale api=N` gives each replica a port
-    assert urlsplit(api["healthcheck"]["test"][-1]).port == listen
-    assert api["expose"] == [str(DEFAULT_PORTS["api"])]
-    worker = services["worker"]
-    assert "ports" not in worker and worker["expose"] == [str(DEFAULT_PORTS["worker"])]
+    health = urlsplit(api["healthcheck"]["test"][-1]).port
+    assert health == listen, f"api listens on {listen}, its health check asks {health}"
+    metrics = {name: services[name]["expose"] for name in ("api", "worker")}
+    assert metrics == {name: [str(DEFAULT_PORTS[name])] for name in metrics}, f"metrics ports {metrics}"
+    assert "ports" not in services["worker"]
     ui = services["temporal-ui"]
     assert ui["ports"][0]["published"] == 8233 and ui["ports"][0]["target"] == int(
         ui["environment"]["TEMPORAL_UI_PORT"]
     )
 
 
-def test_services_start_in_order_without_retries_by_hand() -> None:
-    services = compose_config(None)["services"]
+def test_ports_are_those_the_processes_listen_on() -> None:
+    check_ports(THE_FILE)
 
-    def needs(name: str) -> dict[str, str]:
-        return {dep: spec["condition"] for dep, spec in services[name]["depends_on"].items()}
 
-    ready = {"migrate": "service_completed_successfully", "temporal-setup": "service_completed_successfully"}
-    assert needs("api") == ready and needs("worker") == ready
-    assert needs("migrate") == {"postgres": "service_healthy"}
-    assert needs("temporal") == {"postgres": "service_healthy"}
-    assert needs("temporal-setup") == {"temporal": "service_healthy"}
-    assert needs("temporal-ui") == {"temporal": "service_healthy"}
+def check_start_order(compose: ComposeFile) -> None:
+    services = compose.config()["services"]
+
+    done = "service_completed_successfully"
+    expected = {
+        "api": {"migrate": done, "temporal-setup": done},
+        "worker": {"migrate": done, "temporal-setup": done},
+        "migrate": {"postgres": "service_healthy"},
+        "temporal": {"postgres": "service_healthy"},
+        "temporal-setup": {"temporal": "service_healthy"},
+        "temporal-ui": {"temporal": "service_healthy"},
+    }
+    for name, conditions in expected.items():
+        needs = {dep: spec["condition"] for dep, spec in services[name]["depends_on"].items()}
+        assert needs == conditions, f"{name} waits for {needs}, not {conditions}"
     for name in ("postgres", "temporal", "api"):
         assert services[name]["healthcheck"]["test"], name
 
 
+def test_services_start_in_order_without_retries_by_hand() -> None:
+    check_start_order(THE_FILE)
+
+
+BREAKAGES = [
+    pytest.param(
+        check_entry_points, '"python", "worker.py"', '"python", "workers.py"', "workers.py", id="script"
+    ),
+    pytest.param(check_entry_points, '"cli.temporal_setup"', '"cli.setup"', "cli.setup", id="module"),
+    pytest.param(check_entry_points, '"cli.probe"', '"cli.probes"', "cli.probes", id="health-check-module"),
+    pytest.param(
+        check_entry_points, '"api.asgi:app"', '"api.asgi:application"', "api.asgi:application", id="asgi-app"
+    ),
+    pytest.param(
+        check_settings,
+        "AI_OFFLINE_LATENCY_MS: ${AI_OFFLINE_LATENCY_MS:-2000}",
+        "AI_OFFLINE_LATENCY: ${AI_OFFLINE_LATENCY:-2000}",
+        r"not passed \['AI_OFFLINE_LATENCY_MS'\], not settings \['AI_OFFLINE_LATENCY'\]",
+        id="renamed-setting",
+    ),
+    pytest.param(
+        check_settings,
+        "  RETENTION_DAYS: ${RETENTION_DAYS:-}\n",
+        "",
+        r"not passed \['RETENTION_DAYS'\]",
+        id="missing-setting",
+    ),
+    pytest.param(
+        check_settings,
+        "JWT_ISSUER: ${JWT_ISSUER:-}",
+        "JWT_ISSUER: ${JWT_ISSUERS:-}",
+        "JWT_ISSUER is not",
+        id="wrong-variable",
+    ),
+    pytest.param(
+        check_ports, '"--port", "8000"', '"--port", "8080"', "listens on 8080, publishes 8000", id="api-port"
+    ),
+    pytest.param(
+        check_ports,
+        "127.0.0.1:8000/health",
+        "127.0.0.1:8080/health",
+        "health check asks 8080",
+        id="health-port",
+    ),
+    pytest.param(check_ports, '- "9465"', '- "9466"', "metrics ports", id="metrics-port"),
+    pytest.param(
+        check_start_order,
+        "condition: service_completed_successfully",
+        "condition: service_started",
+        "api waits for {'migrate': 'service_started'",
+        id="order",
+    ),
+]
+
+
+@pytest.mark.parametrize(("check", "old", "new", "complaint"), BREAKAGES)
+def test_each_check_fails_on_a_broken_copy_of_the_file(
+    check: Callable[[ComposeFile], None], old: str, new: str, complaint: str, tmp_path: Path
+) -> None:
+    text = THE_FILE.text()
+    assert old in text
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(text.replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(AssertionError, match=complaint):
+        check(ComposeFile(broken))
+
+
 def test_the_worker_is_given_longer_than_its_shutdown_grace() -> None:
-    stop_grace = compose_config(None)["services"]["worker"]["stop_grace_period"]
+    stop_grace = THE_FILE.config()["services"]["worker"]["stop_grace_period"]
     seconds = int(re.fullmatch(r"(\d+)s", stop_grace).group(1))  # type: ignore[union-attr]
     assert seconds > Settings().worker_shutdown_grace_seconds
 
@@ -219,7 +344,7 @@ def test_the_env_example_holds_settings_and_no_secrets() -> None:
 
 
 def test_documented_docker_commands_use_real_services_and_entry_points() -> None:
-    config = compose_config(None)
+    config = THE_FILE.config()
     commands = list(documented_commands())
     assert any(argv[:3] == ["docker", "compose", "up"] and "--scale" in argv for argv in commands)
     for argv in commands:
