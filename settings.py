@@ -17,6 +17,8 @@ DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:55432/mandala"
 # Used when neither a TEMPORAL_* setting nor the TOML profile gives one (temporal_client.py).
 DEFAULT_TEMPORAL_ADDRESS = "127.0.0.1:7233"
 DEFAULT_TEMPORAL_NAMESPACE = "default"
+# The Prometheus port of each process when METRICS_PORT is not set.
+DEFAULT_METRICS_PORTS = {"api": 9464, "worker": 9465}
 
 
 class AppEnv(StrEnum):
@@ -102,6 +104,7 @@ class Settings(BaseSettings):
     estimate_seconds_subgoal: int = Field(default=60, ge=1)
     estimate_seconds_action: int = Field(default=180, ge=1)
     estimate_seconds_task: int = Field(default=120, ge=1)
+    eta_history_jobs: int = Field(default=20, ge=0, le=1000)
 
     # Housekeeping (spec 6.10, 6.11)
     temporal_maintenance_task_queue: str = "maintenance"
@@ -114,6 +117,7 @@ class Settings(BaseSettings):
     # Observability (spec 8.3)
     metrics_enabled: bool = True
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
     otel_exporter_otlp_endpoint: str | None = None
 
     @field_validator("cors_allow_origins", mode="before")

@@ -88,7 +88,10 @@ def boundary(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         except asyncio.CancelledError:
             raise
         except InternalSignalError as sig:
-            raise ApplicationError(sig.signal.value, type=sig.signal.value, non_retryable=True) from None
+            details = [{"rowStatus": sig.row_status}] if sig.row_status else []
+            raise ApplicationError(
+                sig.signal.value, *details, type=sig.signal.value, non_retryable=True
+            ) from None
         except Exception as exc:
             err, retry_after = to_app_error(exc)
             retry = will_retry(err, info.attempt)

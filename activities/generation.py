@@ -180,7 +180,11 @@ class GenerationActivities:
                 raise AppError(ErrorCode.PROMPT_INJECTION_DETECTED)
         job_type = ProcessingType(job.type)
         call = CallContext(
-            process_id=req.process_id, unit_id=req.unit.unit_id, type=job_type, attempt=info.attempt
+            process_id=req.process_id,
+            unit_id=req.unit.unit_id,
+            type=job_type,
+            attempt=info.attempt,
+            retry_count=job.retry_count,
         )
 
         async def bad_output(generation: int, code: ErrorCode) -> None:

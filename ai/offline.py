@@ -10,9 +10,12 @@ normalised text; choices are drawn from further SHA-256 digests, so the output d
 ``random`` module's algorithm. The system message is not part of the seed: it holds only our
 instructions and regeneration feedback.
 
-Faults (``faults_enabled``): ``#fault:<stage>:<kind>[:<n>]`` in the goal title, or in the title of the
-subgoal (ACTION) or action (TASK) being processed. The first directive whose stage matches and that is
-still active applies. Directives are removed before any title is excerpted, so output never holds one.
+Faults (``faults_enabled``): ``#fault:<stage>:<kind>[:<n>|:job<n>]`` in the goal title, or in the title
+of the subgoal (ACTION) or action (TASK) being processed. ``n`` (default 1) counts Temporal attempts for
+the failing kinds and outputs within an attempt for ``invalid_json`` / ``bad_quality``; ``job<n>`` counts
+jobs of a retry chain instead (the original is job 1), so ``job1`` fails the first job every time and
+lets its manual retry succeed. The first directive whose stage matches and that is still active
+applies. Directives are removed before any title is excerpted, so output never holds one.
 ``deaf`` models a provider call that ignores cancellation: the ``AI_OFFLINE_LATENCY_MS`` wait runs to its
 end whatever happens, then valid output is returned.
 """
@@ -48,7 +51,7 @@ _ATTEMPT_FAULTS = frozenset({"throttle", "server_error", "rejected", "hang", "de
 _RAISING_FAULTS = frozenset({"throttle", "server_error", "rejected", "hang"})
 _DIRECTIVE = re.compile(
     r"#fault:(subgoal|action|task|any):(throttle|server_error|rejected|hang|deaf|invalid_json|bad_quality)"
-    r"(?::(\d+))?"
+    r"(?::(job)?(\d+))?"
 )
 _DIRECTIVE_TEXT = re.compile(r"#fault:[A-Za-z0-9_:]*")
 _EXCERPT_END = re.compile(r"[（(【「\[]")
@@ -61,11 +64,16 @@ class _Fault:
     stage: str
     kind: str
     limit: int
+    per_job: bool  # `job<n>`: counts jobs of the retry chain, not attempts or outputs
 
     def active(self, request: AIRequest) -> bool:
-        if self.stage not in ("any", _STAGES[request.context.type]):
+        context = request.context
+        if self.stage not in ("any", _STAGES[context.type]):
             return False
-        counter = request.context.attempt if self.kind in _ATTEMPT_FAULTS else request.context.generation
+        if self.per_job:
+            counter = context.retry_count + 1
+        else:
+            counter = context.attempt if self.kind in _ATTEMPT_FAULTS else context.generation
         return counter <= self.limit
 
 
@@ -149,8 +157,8 @@ class OfflineProvider:
         if not self._faults_enabled:
             return None
         for title in _processed_titles(request):
-            for stage, kind, limit in _DIRECTIVE.findall(title):
-                fault = _Fault(stage, kind, int(limit) if limit else 1)
+            for stage, kind, per_job, limit in _DIRECTIVE.findall(title):
+                fault = _Fault(stage, kind, int(limit) if limit else 1, per_job=bool(per_job))
                 if fault.active(request):
                     return fault
         return None

@@ -55,6 +55,7 @@ class CallContext:
     type: ProcessingType
     attempt: int = 1  # the Temporal activity attempt, from 1
     generation: int = 1  # the output number within one attempt, 1..3
+    retry_count: int = 0  # the job's place in its retry chain: 0 for the original, 1 for its first retry
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

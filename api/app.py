@@ -8,8 +8,8 @@ from importlib.metadata import version
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.telemetry import TelemetryConfig
 from fastapi_offline import FastAPIOffline
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
@@ -49,8 +49,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with on_stop_signal(services.stopping.set):
                 yield
 
+    # RequestContextMiddleware opens the server span and records http.server.duration (spec 8.3).
+    no_telemetry: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
     if production:
-        app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+        app = FastAPI(
+            lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, telemetry=no_telemetry
+        )
     else:  # Swagger UI from the package's own files: /docs works without internet
         app = FastAPIOffline(
             title="Goal mandala generation API",
@@ -60,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             redoc_url=None,
             openapi_url="/openapi.json",
             generate_unique_id_function=operation_id,
+            telemetry=no_telemetry,
         )
         install_openapi(app)
     app.include_router(jobs.router)
@@ -82,9 +87,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ],
             expose_headers=EXPOSED_HEADERS,
         )
+    # Outermost of ours: its span, http.server.duration and log line see every response, 500s included.
     app.add_middleware(RequestContextMiddleware)
-    # Outermost: the server span and http.server.duration (ApiErrors) see every response, 500s included.
-    FastAPIInstrumentor.instrument_app(
-        app, meter_provider=metrics.meter_provider(), exclude_spans=["receive", "send"]
-    )
     return app

@@ -29,6 +29,10 @@ JWKS_TTL_SECONDS = 600.0
 JWKS_MIN_REFRESH_SECONDS = 60.0
 JWKS_FETCH_TIMEOUT_SECONDS = 5.0
 CLAIM_MAX = 255  # users.issuer / users.subject
+# A verified token is remembered this long (never past its expiry), so that a client polling with the same
+# token does not pay the signature check and claim parsing on every request.
+VERIFIED_TTL_SECONDS = 60.0
+VERIFIED_MAX_ENTRIES = 10_000
 
 
 def auth_error(code: ErrorCode = ErrorCode.UNAUTHORIZED) -> AppError:
@@ -52,6 +56,11 @@ class TokenVerifier(Protocol):
     async def verify(self, token: str) -> Identity: ...
 
 
+class _Decoder(Protocol):
+    async def decode(self, token: str) -> tuple[Identity, float]:
+        """The token's identity and its ``exp``; raises the 401 AppError when the token is refused."""
+
+
 class ClaimRules:
     """The checks after the signature: iss, aud (or Cognito ``client_id``), sub, and exp last.
 
@@ -65,7 +74,7 @@ class ClaimRules:
         self.audience = audience
         self.max_lifetime = max_lifetime
 
-    def decode(self, token: str, key: Any, algorithms: list[str]) -> Identity:
+    def decode(self, token: str, key: Any, algorithms: list[str]) -> tuple[Identity, float]:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -100,9 +109,13 @@ class ClaimRules:
         now = time.time()
         if exp > now + self.max_lifetime + self.leeway:
             raise auth_error()
+        self.refuse_expired(exp, now)
+        identity = Identity(issuer, subject, _optional_str(claims, "email"), _optional_str(claims, "name"))
+        return identity, float(exp)
+
+    def refuse_expired(self, exp: float, now: float) -> None:
         if exp <= now - self.leeway:
             raise auth_error(ErrorCode.TOKEN_EXPIRED)
-        return Identity(issuer, subject, _optional_str(claims, "email"), _optional_str(claims, "name"))
 
     def _audience_ok(self, claims: dict[str, Any]) -> bool:
         if self.audience is None:
@@ -119,12 +132,48 @@ def _optional_str(claims: dict[str, Any], key: str) -> str | None:
     return value if isinstance(value, str) and is_storable(value) else None
 
 
-class Hs256Verifier:
+class CachingVerifier:
+    """A decoder's successes, remembered per token string for up to ``ttl_seconds``.
+
+    A token that verified once stays valid until its ``exp`` (``nbf`` and the lifetime bound only become
+    easier to meet), so a hit re-checks the expiry alone. Refusals are never remembered. The short TTL
+    bounds how long a JWKS key that was withdrawn keeps working for a token already seen."""
+
+    def __init__(
+        self,
+        decoder: _Decoder,
+        rules: ClaimRules,
+        ttl_seconds: float = VERIFIED_TTL_SECONDS,
+        max_entries: int = VERIFIED_MAX_ENTRIES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._decoder = decoder
+        self._rules = rules
+        self._ttl = ttl_seconds
+        self._max_entries = max_entries
+        self._clock = clock
+        self._verified: dict[str, tuple[Identity, float, float]] = {}
+
+    async def verify(self, token: str) -> Identity:
+        now = self._clock()
+        hit = self._verified.get(token)
+        if hit is not None and hit[2] > now:
+            identity, exp, _ = hit
+            self._rules.refuse_expired(exp, now)
+            return identity
+        identity, exp = await self._decoder.decode(token)
+        if len(self._verified) >= self._max_entries:
+            self._verified.clear()
+        self._verified[token] = (identity, exp, now + self._ttl)
+        return identity
+
+
+class Hs256Decoder:
     def __init__(self, secret: str, rules: ClaimRules) -> None:
         self._secret = secret
         self._rules = rules
 
-    async def verify(self, token: str) -> Identity:
+    async def decode(self, token: str) -> tuple[Identity, float]:
         return self._rules.decode(token, self._secret, list(HS_ALGORITHMS))
 
 
@@ -178,12 +227,12 @@ class JwksKeys:
         self._fetched_at = now
 
 
-class JwksVerifier:
+class JwksDecoder:
     def __init__(self, keys: JwksKeys, rules: ClaimRules) -> None:
         self._keys = keys
         self._rules = rules
 
-    async def verify(self, token: str) -> Identity:
+    async def decode(self, token: str) -> tuple[Identity, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -204,7 +253,10 @@ def make_verifier(settings: Settings, http: httpx.AsyncClient) -> TokenVerifier:
         settings.jwt_audience,
         settings.jwt_max_lifetime_seconds,
     )
+    decoder: _Decoder
     if settings.auth_mode == "jwks":
         assert settings.jwt_jwks_url is not None  # enforced by Settings
-        return JwksVerifier(JwksKeys(settings.jwt_jwks_url, http), rules)
-    return Hs256Verifier(settings.jwt_secret, rules)
+        decoder = JwksDecoder(JwksKeys(settings.jwt_jwks_url, http), rules)
+    else:
+        decoder = Hs256Decoder(settings.jwt_secret, rules)
+    return CachingVerifier(decoder, rules)

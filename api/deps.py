@@ -24,13 +24,19 @@ from domain.errors import AppError, ErrorCode
 from observability import metrics
 
 
-def services(request: Request) -> Services:
+# Dependencies are coroutines even when they do not await: FastAPI runs a plain function in a worker
+# thread, and that hand-off cost more than the rest of a status read (bench/status_reads.py).
+async def services(request: Request) -> Services:
     svc: Services = request.app.state.services
     return svc
 
 
+async def language(request: Request) -> Language:
+    return request_language(request)
+
+
 ServicesDep = Annotated[Services, Depends(services)]
-Lang = Annotated[Language, Depends(request_language)]
+Lang = Annotated[Language, Depends(language)]
 
 
 async def current_identity(

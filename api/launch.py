@@ -3,25 +3,52 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
 from temporalio.client import Client, WorkflowHandle
 
 from api.log_context import log_event
 from api.targets import Units
 from api.temporal_gateway import start_generation
+from db.durations import recent_completed
 from db.models import ProcessingState
 from db.repository import JobRepository
 from db.users import Identity
 from domain.enums import ProcessingType, TargetType
 from domain.errors import AppError, ErrorCode
-from domain.eta import estimated_completion_at
+from domain.eta import HISTORY_WINDOW, estimated_completion_at, learned_estimate_seconds
 from domain.jobs import NewJob, job_scope
 from domain.workflow_io import WorkflowSummary, workflow_id_for
 from settings import Settings
+
+
+class CompletedHistory:
+    """What the estimate of a new job learns from (domain.eta.learned_estimate_seconds): the recent
+    COMPLETED jobs of its type, read at most once per ``ttl_seconds`` per type, so a start does not pay
+    a history query (the estimate is a median over days; seconds of staleness change nothing)."""
+
+    def __init__(
+        self, settings: Settings, ttl_seconds: float = 10, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._settings = settings
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._read: dict[ProcessingType, tuple[float, list[tuple[float, int]]]] = {}
+
+    async def of(self, conn: AsyncConnection, job_type: ProcessingType) -> list[tuple[float, int]]:
+        now = self._clock()
+        hit = self._read.get(job_type)
+        if hit is not None and now - hit[0] < self._ttl:
+            return hit[1]
+        since = datetime.now(UTC) - HISTORY_WINDOW
+        observed = await recent_completed(conn, job_type, since=since, limit=self._settings.eta_history_jobs)
+        self._read[job_type] = (now, observed)
+        return observed
 
 
 def new_job(
@@ -35,12 +62,18 @@ def new_job(
     units: Units,
     request_id: str | None,
     parent: ProcessingState | None = None,
+    target_is_new: bool = False,
+    history: Sequence[tuple[float, int]] = (),
 ) -> NewJob:
+    """The job to insert; `history` (``CompletedHistory.of``) makes the estimate learned, not configured."""
     created_at = datetime.now(UTC)
+    estimate = learned_estimate_seconds(
+        history, concurrency=s.goal_scope_concurrency, configured=s.estimate_seconds(job_type)
+    )
     eta = estimated_completion_at(
         created_at,
         scope=job_scope(job_type, target_type),
-        estimate_seconds=s.estimate_seconds(job_type),
+        estimate_seconds=estimate,
         units=len(units),
         concurrency=s.goal_scope_concurrency,
         deadline_seconds=s.goal_scope_deadline_seconds,
@@ -60,6 +93,7 @@ def new_job(
         root_process_id=parent.root_process_id if parent else None,
         retry_count=parent.retry_count + 1 if parent else 0,
         units=units,
+        target_is_new=target_is_new,
     )
 
 

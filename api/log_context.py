@@ -39,7 +39,8 @@ def _extra(event: str, fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def log_event(level: int, event: str, message: str, **fields: Any) -> None:
-    log.log(level, message, extra=_extra(event, fields))
+    if log.isEnabledFor(level):  # every request logs one INFO line: skip building it when it would be dropped
+        log.log(level, message, extra=_extra(event, fields))
 
 
 def log_exception(event: str, message: str, **fields: Any) -> None:

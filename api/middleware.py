@@ -1,7 +1,12 @@
-"""Per-request context and common headers (spec 5.1), as plain ASGI middleware.
+"""Per-request context, common headers (spec 5.1) and HTTP telemetry (spec 8.3), as one plain ASGI
+middleware.
 
 It runs outside the exception handlers, so it also stamps headers on 404/405 and turns any exception that
-escaped them (database failures, bugs) into the envelope: 503/500 with no exception text.
+escaped them (database failures, bugs) into the envelope: 503/500 with no exception text. Around each
+request it keeps the server span current (the trace continues into Temporal) and records
+http.server.duration once the answer is known. One layer does all this because each ASGI layer, and the
+generic OpenTelemetry instrumentation it replaces (which searched the route table on every request),
+cost a noticeable share of a status read (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.errors import as_app_error, render_app_error
 from api.i18n import language_from
 from api.log_context import log_event, log_exception, request_scope
+from observability import metrics
+from observability.tracing import end_server_span, server_span
 
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 RATE_LIMIT_HEADERS_KEY = "rate_limit_headers"
@@ -59,7 +66,7 @@ class RequestContextMiddleware:
                 out.update(state.get(RATE_LIMIT_HEADERS_KEY, {}))
             await send(message)
 
-        with request_scope(request_id):
+        with request_scope(request_id), server_span(scope) as span:
             try:
                 await self.app(scope, receive, send_with_headers)
             except ClientDisconnect:  # the client hung up while sending its body: no fault of ours
@@ -70,13 +77,24 @@ class RequestContextMiddleware:
                 if not response_started:
                     await render_app_error(as_app_error(exc), lang)(scope, receive, send_with_headers)
             finally:
-                route = scope.get("route")
+                route: str | None = getattr(scope.get("route"), "path", None)
+                method: str = scope["method"]
+                duration_ms = (time.perf_counter() - started) * 1000
+                end_server_span(span, method, route, status)
+                metrics.http_served(
+                    method,
+                    route,
+                    status,
+                    duration_ms,
+                    scope.get("scheme", "http"),
+                    scope.get("http_version", "1.1"),
+                )
                 log_event(
                     logging.INFO,
                     "http_request",
                     "http request",
-                    method=scope["method"],
-                    route=getattr(route, "path", None),
+                    method=method,
+                    route=route,
                     status=status,
-                    durationMs=round((time.perf_counter() - started) * 1000, 1),
+                    durationMs=round(duration_ms, 1),
                 )

@@ -11,6 +11,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.auth import TokenVerifier, make_verifier
+from api.launch import CompletedHistory
 from api.rate_limit import Bucket, RateLimiter
 from api.temporal_gateway import TemporalConnection
 from db.engine import make_engine
@@ -24,12 +25,14 @@ from settings import Settings
 class Services:
     settings: Settings
     engine: AsyncEngine
+    autocommit: AsyncEngine  # the same pool, for single-statement reads: no BEGIN/ROLLBACK round trips
     jobs: JobRepository
     idempotency: IdempotencyStore
     users: UserDirectory
     limiter: RateLimiter
     verifier: TokenVerifier
     temporal: TemporalConnection
+    history: CompletedHistory
     # Set when the process begins to stop (api/stopping.py): event streams then end with RECONNECT.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -48,12 +51,14 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             yield Services(
                 settings=settings,
                 engine=engine,
+                autocommit=engine.execution_options(isolation_level="AUTOCOMMIT"),
                 jobs=JobRepository(engine),
                 idempotency=IdempotencyStore(engine),
                 users=UserDirectory(engine),
                 limiter=RateLimiter(engine, limits),
                 verifier=make_verifier(settings, http),
                 temporal=temporal,
+                history=CompletedHistory(settings),
             )
     finally:
         await engine.dispose()

@@ -94,11 +94,13 @@ async def until_healthy(http: httpx.AsyncClient, attempts: int = 300) -> None:
         await asyncio.sleep(0.1)
 
 
-def uvicorn_api(port: int, env: Mapping[str, str], log_path: Path) -> ManagedProcess:
-    """The API as its own uvicorn process on ``port``, configured by ``env``."""
+def uvicorn_api(port: int, env: Mapping[str, str], log_path: Path, workers: int = 1) -> ManagedProcess:
+    """The API as its own uvicorn process on ``port`` (``workers`` processes sharing it), configured by
+    ``env``."""
+    args = ["api.asgi:app", "--port", str(port), "--no-access-log", "--workers", str(workers)]
     return ManagedProcess(
         "api",
-        [sys.executable, "-m", "uvicorn", "api.asgi:app", "--port", str(port), "--no-access-log"],
+        [sys.executable, "-m", "uvicorn", *args],
         cwd=ROOT,
         env=env,
         log_path=log_path,
@@ -106,19 +108,23 @@ def uvicorn_api(port: int, env: Mapping[str, str], log_path: Path) -> ManagedPro
 
 
 @asynccontextmanager
-async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The API as its own uvicorn process (as deployed), on ``settings``; a client for it as user `bench`."""
+async def api(
+    settings: Settings, workers: int = 1, limits: httpx.Limits | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API as its own uvicorn process (``workers`` processes, as deployed), on ``settings``; a client for
+    it as user `bench` (``limits``: its connection pool)."""
     port = free_port()
     env = {
         **os.environ,
         **{name.upper(): str(getattr(settings, name)) for name in API_SETTINGS},
         "METRICS_ENABLED": "false",
     }
-    process = uvicorn_api(port, env, Path(tempfile.gettempdir()) / f"mandala-bench-api-{port}.log")
+    log = Path(tempfile.gettempdir()) / f"mandala-bench-api-{port}.log"
+    process = uvicorn_api(port, env, log, workers)
     headers = {"Authorization": f"Bearer {issue_dev_token('bench', DEV_JWT_SECRET)}"}
     try:
         async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30
+            base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30, limits=limits or httpx.Limits()
         ) as http:
             await until_healthy(http)
             yield http

@@ -1,10 +1,14 @@
-"""Benchmark: GET /api/ai/async/status through the real API against a plain primary-key read (the floor).
+"""Benchmark: GET /api/ai/async/status/{id} through the real API against a bare psycopg read (the floor).
 
-The API runs as its own uvicorn process (as in `mandala dev`), on an embedded PostgreSQL; the load comes
-from this process over loopback with a fixed number of requests in flight. The floor runs the same row
-read with the same engine settings in a loop, without HTTP, auth, rate limiting or JSON.
+The API runs as its own uvicorn process (``--api-workers`` processes sharing the port, as
+`mandala dev --api-workers N` runs them) on an embedded PostgreSQL, with authentication and the shared
+rate limit on (a limit high enough never to refuse the benchmark's user). The load keeps
+``--concurrency`` requests in flight for ``--seconds``: wrk when it is installed, else an asyncio client
+in this process. The **floor** is the same row read as a bare psycopg primary-key SELECT (no ORM, no
+HTTP, no auth, no JSON) from a pool of the same size, with the same number in flight.
 
-    .venv/bin/python -m bench.status_reads [--requests 2000] [--concurrency 16] [--runs 3]
+    .venv/bin/python -m bench.status_reads [--seconds 5] [--concurrency 16] [--runs 3] [--api-workers 2]
+    .venv/bin/python -m bench.status_reads --smoke     # a short check that it works (CI)
 """
 
 from __future__ import annotations
@@ -15,128 +19,173 @@ import os
 import shutil
 import statistics
 import tempfile
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from sqlalchemy import select
+from psycopg_pool import AsyncConnectionPool
 
 from api.dev_tokens import issue_dev_token
+from bench.http_load import Throughput, closed_loop, timed
 from bench.job_latency import free_port
 from bench.services import until_healthy, uvicorn_api
 from cli.postgres import EmbeddedPostgres
 from cli.processes import ManagedProcess
 from db.engine import make_engine
 from db.migrate import upgrade_head
-from db.models import ProcessingState, User
 from db.repository import JobRepository
 from domain.enums import ProcessingType, TargetType
 from domain.jobs import NewJob
 from settings import DEV_JWT_SECRET
 
-ROOT = Path(__file__).resolve().parents[1]
+FLOOR_SQL = "SELECT * FROM processing_states WHERE id = %s"
+READ_LIMIT = 100_000_000  # on, shared through PostgreSQL, and never reached by this benchmark
 
 
-async def load(one: Callable[[], Awaitable[None]], requests: int, concurrency: int) -> tuple[float, float]:
-    """(requests per second, p95 latency in ms) for ``requests`` calls with ``concurrency`` in flight."""
-    latencies: list[float] = []
-    remaining = iter(range(requests))
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    seconds: float
+    concurrency: int
+    runs: int
+    api_workers: int
+    generator: str
+    floor_rps: float
+    floor_p95_ms: float
+    api_rps: float
+    api_p95_ms: float
 
-    async def lane() -> None:
-        for _ in remaining:
-            started = time.perf_counter()
-            await one()
-            latencies.append((time.perf_counter() - started) * 1000)
+    @property
+    def throughput_ratio(self) -> float:
+        return self.api_rps / self.floor_rps
 
-    started = time.perf_counter()
-    await asyncio.gather(*(lane() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    return requests / elapsed, statistics.quantiles(latencies, n=20)[18]
+    @property
+    def p95_ratio(self) -> float:
+        return self.api_p95_ms / self.floor_p95_ms
+
+    def lines(self) -> list[str]:
+        return [
+            f"seconds={self.seconds:g} concurrency={self.concurrency} runs={self.runs} "
+            f"api_workers={self.api_workers} load={self.generator} (medians)",
+            f"{'':12} {'req/s':>8} {'p95 ms':>8}",
+            f"{'floor':12} {self.floor_rps:8.0f} {self.floor_p95_ms:8.2f}",
+            f"{'status API':12} {self.api_rps:8.0f} {self.api_p95_ms:8.2f}",
+            f"ratio api/floor: throughput x{self.throughput_ratio:.2f}, p95 x{self.p95_ratio:.1f}",
+        ]
 
 
-async def main(requests: int, concurrency: int, runs: int) -> None:
+async def _seed_job(database_url: str, user_id: uuid.UUID) -> uuid.UUID:
+    engine = make_engine(database_url, pool_size=1)
+    process_id = uuid.uuid4()
+    now = datetime.now(UTC)
+    try:
+        await JobRepository(engine).create_job(
+            NewJob(
+                process_id=process_id,
+                user_id=user_id,
+                type=ProcessingType.SUBGOAL_GENERATION,
+                target_type=TargetType.GOAL,
+                target_id=uuid.uuid4(),
+                params={"title": "x"},
+                total_units=1,
+                created_at=now,
+                estimated_completion_at=now + timedelta(seconds=60),
+                request_id=None,
+            )
+        )
+    finally:
+        await engine.dispose()
+    return process_id
+
+
+async def run(
+    seconds: float = 5.0, concurrency: int = 16, runs: int = 3, api_workers: int = 2
+) -> StatusReport:
+    """Start PostgreSQL and the API, measure floor and API ``runs`` times each (alternating), stop all."""
     workdir = Path(tempfile.mkdtemp(prefix="mandala-bench-"))
     pg = EmbeddedPostgres(workdir / "postgres", port=free_port())
-    pg.start()
+    await asyncio.to_thread(pg.start)
     api: ManagedProcess | None = None
     try:
-        upgrade_head(pg.url())
+        await asyncio.to_thread(upgrade_head, pg.url())
         port = free_port()
         env = {
             **os.environ,
             "DATABASE_URL": pg.url(),
+            "DB_POOL_SIZE": str(max(1, concurrency // api_workers)),  # the floor's pool, shared out
             "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",  # the status path never talks to Temporal
-            "RATE_LIMIT_READ_PER_MINUTE": "100000000",
+            "RATE_LIMIT_READ_PER_MINUTE": str(READ_LIMIT),
             "METRICS_ENABLED": "false",
             "LOG_LEVEL": "WARN",
         }
-        api = uvicorn_api(port, env, workdir / "api.log")
-        engine = make_engine(pg.url(), pool_size=concurrency)
+        api = uvicorn_api(port, env, workdir / "api.log", workers=api_workers)
         base = f"http://127.0.0.1:{port}"
-        token = issue_dev_token("bench-user", DEV_JWT_SECRET)
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = {"Authorization": f"Bearer {issue_dev_token('bench-user', DEV_JWT_SECRET)}"}
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as http:
-            await until_healthy(http, attempts=100)
-            await http.get("/api/ai/async/history")  # provisions the user
-            async with engine.connect() as conn:
-                user = (await conn.execute(select(User.id).where(User.subject == "bench-user"))).scalar_one()
-            process_id = uuid.uuid4()
-            now = datetime.now(UTC)
-            await JobRepository(engine).create_job(
-                NewJob(
-                    process_id=process_id,
-                    user_id=user,
-                    type=ProcessingType.SUBGOAL_GENERATION,
-                    target_type=TargetType.GOAL,
-                    target_id=uuid.uuid4(),
-                    params={"title": "x"},
-                    total_units=1,
-                    created_at=now,
-                    estimated_completion_at=now + timedelta(seconds=60),
-                    request_id=None,
-                )
-            )
-
-            async def via_api() -> None:
-                response = await http.get(f"/api/ai/async/status/{process_id}")
-                assert response.status_code == 200, response.text
+            await until_healthy(http, attempts=300)
+            provisioned = await http.get("/api/ai/async/history")  # creates the user row
+            assert provisioned.status_code == 200, provisioned.text
+        conninfo = pg.url().replace("postgresql+psycopg://", "postgresql://")
+        async with AsyncConnectionPool(conninfo, min_size=concurrency, max_size=concurrency) as pool:
+            async with pool.connection() as conn:
+                cur = await conn.execute("SELECT id FROM users WHERE subject = 'bench-user'")
+                row = await cur.fetchone()
+                assert row is not None
+            process_id = await _seed_job(pg.url(), row[0])
+            path = f"/api/ai/async/status/{process_id}"
 
             async def floor() -> None:
-                stmt = select(ProcessingState).where(ProcessingState.id == process_id)
-                async with engine.connect() as conn:
-                    assert (await conn.execute(stmt)).one() is not None
+                async with pool.connection() as conn:
+                    cur = await conn.execute(FLOOR_SQL, (process_id,))
+                    assert await cur.fetchone() is not None
 
-            await load(via_api, 200, concurrency)
-            await load(floor, 200, concurrency)
-            api_runs = []
-            floor_runs = []
+            async def via_api() -> Throughput:
+                result = await closed_loop(base, path, headers, seconds, concurrency)
+                assert result.failed == 0, f"{result.failed} requests failed"
+                return result
+
+            warm = min(seconds, 2.0)
+            await timed(floor, warm, concurrency)
+            await closed_loop(base, path, headers, warm, concurrency)
+            floor_runs: list[Throughput] = []
+            api_runs: list[Throughput] = []
             for _ in range(runs):
-                floor_runs.append(await load(floor, requests, concurrency))
-                api_runs.append(await load(via_api, requests, concurrency))
-        await engine.dispose()
-        f_rps = statistics.median(r[0] for r in floor_runs)
-        f_p95 = statistics.median(r[1] for r in floor_runs)
-        a_rps = statistics.median(r[0] for r in api_runs)
-        a_p95 = statistics.median(r[1] for r in api_runs)
-        print(f"requests={requests} concurrency={concurrency} runs={runs} (medians)")
-        print(f"{'':12} {'req/s':>8} {'p95 ms':>8}")
-        print(f"{'floor':12} {f_rps:8.0f} {f_p95:8.2f}")
-        print(f"{'status API':12} {a_rps:8.0f} {a_p95:8.2f}")
-        print(f"ratio api/floor: throughput x{a_rps / f_rps:.2f}, p95 x{a_p95 / f_p95:.1f}")
+                floor_runs.append(await timed(floor, seconds, concurrency))
+                api_runs.append(await via_api())
+        return StatusReport(
+            seconds=seconds,
+            concurrency=concurrency,
+            runs=runs,
+            api_workers=api_workers,
+            generator=api_runs[0].generator,
+            floor_rps=statistics.median(r.per_second for r in floor_runs),
+            floor_p95_ms=statistics.median(r.p95_ms for r in floor_runs),
+            api_rps=statistics.median(r.per_second for r in api_runs),
+            api_p95_ms=statistics.median(r.p95_ms for r in api_runs),
+        )
     finally:
         if api is not None:
-            api.stop()
-        pg.stop()
+            await asyncio.to_thread(api.stop)
+        await asyncio.to_thread(pg.stop)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-if __name__ == "__main__":
+def main(argv: Sequence[str] | None = None) -> StatusReport:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of one measured run")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    asyncio.run(main(args.requests, args.concurrency, args.runs))
+    parser.add_argument("--api-workers", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="one 1-second run: checks that it works")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.seconds, args.runs, args.concurrency = 1.0, 1, 4
+    report = asyncio.run(run(args.seconds, args.concurrency, args.runs, args.api_workers))
+    print("\n".join(report.lines()))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -10,14 +10,20 @@ import subprocess
 import time
 import warnings
 from pathlib import Path
-from types import TracebackType
 
-import psutil
 import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
 
-from cli.processes import ManagedProcess, PortInUseError, ServiceStartError, ensure_port_free, log_tail
+from cli.leftovers import clear_leftover, same_directory
+from cli.processes import (
+    ChildServer,
+    ManagedProcess,
+    PortInUseError,
+    ServiceStartError,
+    ensure_port_free,
+    log_tail,
+)
 
 with warnings.catch_warnings():
     # The package computes a runtime directory at import (unused here); it warns if XDG_RUNTIME_DIR is unset.
@@ -35,59 +41,49 @@ DEFAULT_DATABASE = "mandala"
 _SYSTEM_USER_WHEN_ROOT = "embedded_postgres"
 # sun_path is 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 107
+# postmaster.pid: pid, data directory, start time (epoch seconds), port, …
+_PID_FILE_START_TIME_LINE = 2
+_FAST_SHUTDOWN = signal.SIGINT  # roll back open transactions, checkpoint, exit
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(ChildServer):
     """PostgreSQL with its data in `data_dir` (the PGDATA directory), created by initdb on first start.
 
     The server runs in the foreground as our child, so it stops with us; its log is `data_dir/postgres.log`.
+    A server of this directory left running by an earlier run (see cli.leftovers) is stopped first.
     """
 
     name = "PostgreSQL"
+    stop_timeout = 30.0
 
     def __init__(self, data_dir: Path, port: int, host: str = "127.0.0.1") -> None:
+        super().__init__()
         self.data_dir = data_dir.resolve()
         self.port = port
         self.host = host
         self.log_path = self.data_dir / "postgres.log"
         self._system_user = _SYSTEM_USER_WHEN_ROOT if os.geteuid() == 0 else None
-        self._process: ManagedProcess | None = None
-
-    def __enter__(self) -> EmbeddedPostgres:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int | None:
-        """The postmaster's pid while it runs."""
-        return self._process.pid if self._process is not None and self._process.poll() is None else None
-
-    def poll(self) -> int | None:
-        """The exit code once a started server has exited, else None."""
-        return self._process.poll() if self._process is not None else None
 
     def url(self, database: str = DEFAULT_DATABASE) -> str:
         return f"postgresql+psycopg://{SUPERUSER}@{self.host}:{self.port}/{database}"
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Initialise the data directory if needed, start the server and create the `mandala` database."""
-        if self.pid is not None:
-            return
-        self._remove_stale_pid_file()
+    def _prepare(self) -> None:
+        clear_leftover(
+            self.data_dir / "postmaster.pid",
+            started_at_line=_PID_FILE_START_TIME_LINE,
+            belongs=lambda process: same_directory(process, self.data_dir),
+            what="a PostgreSQL server",
+            stop_signal=_FAST_SHUTDOWN,
+            timeout=self.stop_timeout,
+        )
         ensure_port_free(self.host, self.port, self.name)
         self._prepare_data_dir()
+
+    def _spawn(self) -> ManagedProcess:
         socket_dir = str(self.data_dir)
         if len(socket_dir) + len(f"/.s.PGSQL.{self.port}") > _MAX_SOCKET_PATH:
             socket_dir = ""  # path too long for a Unix socket: listen on TCP only
-        self._process = ManagedProcess(
+        return ManagedProcess(
             self.name,
             [
                 str(POSTGRES_BIN_PATH / "postgres"),
@@ -100,21 +96,10 @@ class EmbeddedPostgres:
                 "-k",
                 socket_dir,
             ],
-            stop_signal=signal.SIGINT,  # "fast shutdown": roll back open transactions, checkpoint, exit
+            stop_signal=_FAST_SHUTDOWN,
             log_path=self.log_path,
             user=self._system_user,
         )
-        try:
-            self._wait_until_accepting(time.monotonic() + timeout)
-        except ServiceStartError:
-            self.stop()
-            raise
-        self.create_database(DEFAULT_DATABASE)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self._process is not None:
-            self._process.stop(timeout)
-            self._process = None
 
     def create_database(self, name: str) -> None:
         """Create database `name` unless it exists."""
@@ -176,36 +161,10 @@ class EmbeddedPostgres:
         ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
         os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
 
-    def _remove_stale_pid_file(self) -> None:
-        """Remove a postmaster.pid left by a crash, so that a restart over the same data works.
-
-        PostgreSQL ignores a lock file whose pid is dead, but not one whose pid now belongs to another
-        process of the same user, which is common after a container restart. A file naming any live
-        postgres process is left alone: only PostgreSQL can tell whether it is a server of this directory.
-        """
-        pid_file = self.data_dir / "postmaster.pid"
-        try:
-            pid = int(pid_file.read_text().split("\n", 1)[0])
-        except (FileNotFoundError, ValueError):
-            return
-        try:
-            process = psutil.Process(pid)
-            name, cmdline = process.name(), process.cmdline()
-        except psutil.NoSuchProcess:
-            name, cmdline = "", []
-        except psutil.AccessDenied:
-            return
-        if str(self.data_dir) in cmdline:
-            raise ServiceStartError(
-                f"a PostgreSQL server (pid {pid}) is already running on {self.data_dir}; stop it first"
-            )
-        if name != "postgres":
-            pid_file.unlink(missing_ok=True)
-
-    def _wait_until_accepting(self, deadline: float) -> None:
-        assert self._process is not None
+    def _wait_until_ready(self, process: ManagedProcess, deadline: float) -> None:
+        """Wait until the server accepts connections, then create the `mandala` database."""
         while True:
-            code = self._process.poll()
+            code = process.poll()
             if code is not None:
                 tail = log_tail(self.log_path)
                 if "Address already in use" in tail:
@@ -215,7 +174,7 @@ class EmbeddedPostgres:
                 )
             try:
                 with self._admin_connection(connect_timeout=2):
-                    return
+                    break
             except psycopg.OperationalError as exc:
                 if time.monotonic() > deadline:
                     raise ServiceStartError(
@@ -223,3 +182,4 @@ class EmbeddedPostgres:
                         f"log tail:\n{log_tail(self.log_path)}"
                     ) from None
             time.sleep(0.1)
+        self.create_database(DEFAULT_DATABASE)

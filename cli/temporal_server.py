@@ -12,7 +12,6 @@ import time
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
@@ -21,7 +20,8 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError
 
-from cli.processes import ManagedProcess, ServiceStartError, ensure_port_free, log_tail
+from cli.leftovers import clear_leftover, write_pid_record
+from cli.processes import ChildServer, ManagedProcess, ServiceStartError, ensure_port_free, log_tail
 from domain.workflow_io import SEARCH_ATTRIBUTES
 
 _T = TypeVar("_T")
@@ -67,13 +67,15 @@ def _run_in_thread(coro: Coroutine[Any, Any, _T]) -> _T:
     return future.result()
 
 
-class DevTemporalServer:
+class DevTemporalServer(ChildServer):
     """A Temporal dev server whose state lives in `data_dir/temporal.db`; its log is `data_dir/temporal.log`.
 
     The search attributes of domain.workflow_io are registered at every start (harmless when they exist).
+    `data_dir/temporal.pid` records the running server, so that one left by an earlier run is stopped first.
     """
 
     name = "Temporal"
+    stop_timeout = 15.0
 
     def __init__(
         self,
@@ -84,6 +86,7 @@ class DevTemporalServer:
         headless: bool = False,
         ip: str = "127.0.0.1",
     ) -> None:
+        super().__init__()
         self.data_dir = data_dir.resolve()
         self.port = port
         self.ui_port = ui_port
@@ -91,19 +94,8 @@ class DevTemporalServer:
         self.headless = headless
         self.ip = ip
         self.log_path = self.data_dir / "temporal.log"
-        self._process: ManagedProcess | None = None
-
-    def __enter__(self) -> DevTemporalServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        self.pid_file = self.data_dir / "temporal.pid"
+        self._db_path = self.data_dir / "temporal.db"
 
     @property
     def address(self) -> str:
@@ -113,25 +105,23 @@ class DevTemporalServer:
     def ui_url(self) -> str | None:
         return None if self.headless else f"http://{self.ip}:{self.ui_port}"
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None and self._process.poll() is None else None
-
-    def poll(self) -> int | None:
-        """The exit code once a started server has exited, else None."""
-        return self._process.poll() if self._process is not None else None
-
-    def start(self, timeout: float = 60.0) -> None:
-        """Start the server and wait until the namespace answers (and the Web UI, unless headless)."""
-        if self.pid is not None:
-            return
-        binary = find_temporal_cli()
+    def _prepare(self) -> None:
+        clear_leftover(
+            self.pid_file,
+            started_at_line=1,
+            belongs=lambda process: str(self._db_path) in process.cmdline(),
+            what="a Temporal dev server",
+            stop_signal=signal.SIGINT,
+            timeout=self.stop_timeout,
+        )
         ensure_port_free(self.ip, self.port, self.name)
         if not self.headless:
             ensure_port_free(self.ip, self.ui_port, "the Temporal Web UI")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+
+    def _spawn(self) -> ManagedProcess:
         args = [
-            str(binary),
+            str(find_temporal_cli()),
             "server",
             "start-dev",
             "--ip",
@@ -139,7 +129,7 @@ class DevTemporalServer:
             "--port",
             str(self.port),
             "--db-filename",
-            str(self.data_dir / "temporal.db"),
+            str(self._db_path),
             # Measured ~2.5x throughput over the default journal on the dev server (temporal-notes 7).
             "--sqlite-pragma",
             "journal_mode=WAL",
@@ -151,19 +141,18 @@ class DevTemporalServer:
             *(["--headless"] if self.headless else ["--ui-port", str(self.ui_port)]),
             *(["--namespace", self.namespace] if self.namespace != "default" else []),
         ]
-        self._process = ManagedProcess(self.name, args, stop_signal=signal.SIGINT, log_path=self.log_path)
-        try:
-            _run_in_thread(self._wait_until_ready(self._process, time.monotonic() + timeout))
-        except ServiceStartError:
-            self.stop()
-            raise
+        process = ManagedProcess(self.name, args, stop_signal=signal.SIGINT, log_path=self.log_path)
+        write_pid_record(self.pid_file, process.pid)
+        return process
 
-    def stop(self, timeout: float = 15.0) -> None:
-        if self._process is not None:
-            self._process.stop(timeout)
-            self._process = None
+    def _wait_until_ready(self, process: ManagedProcess, deadline: float) -> None:
+        """Wait until the namespace answers (and the Web UI, unless headless)."""
+        _run_in_thread(self._poll_until_ready(process, deadline))
 
-    async def _wait_until_ready(self, process: ManagedProcess, deadline: float) -> None:
+    def _stopped(self) -> None:
+        self.pid_file.unlink(missing_ok=True)
+
+    async def _poll_until_ready(self, process: ManagedProcess, deadline: float) -> None:
         while True:
             code = process.poll()
             if code is not None:

@@ -1,4 +1,7 @@
-"""The shared rate-limit window (spec 5.2): one atomic upsert per request, so all API processes agree."""
+"""The shared rate-limit window (spec 5.2): one atomic upsert counts requests, so all API processes agree.
+
+An API process may count several requests at once (``tokens``): it leases them ahead and hands them out
+itself (api.rate_limit)."""
 
 from __future__ import annotations
 
@@ -28,19 +31,19 @@ class WindowCount:
         return self.window_started_at + WINDOW
 
 
-async def count_request(engine: AsyncEngine, user_id: UUID, bucket: str) -> WindowCount:
-    """Restart the window at now with count 1 if it has ended, else increment its count."""
+async def count_request(engine: AsyncEngine, user_id: UUID, bucket: str, tokens: int = 1) -> WindowCount:
+    """Restart the window at now with count ``tokens`` if it has ended, else add ``tokens`` to its count."""
     w = RateLimitWindow
     now = func.now()
     ended = now >= w.window_started_at + WINDOW
     stmt = (
         insert(w)
-        .values(user_id=user_id, bucket=bucket, window_started_at=now, request_count=1)
+        .values(user_id=user_id, bucket=bucket, window_started_at=now, request_count=tokens)
         .on_conflict_do_update(
             index_elements=[w.user_id, w.bucket],
             set_={
                 "window_started_at": case((ended, now), else_=w.window_started_at),
-                "request_count": case((ended, 1), else_=w.request_count + 1),
+                "request_count": case((ended, tokens), else_=w.request_count + tokens),
                 "updated_at": now,
             },
         )

@@ -12,8 +12,10 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import String, bindparam, func, select, text, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db import reads
@@ -24,9 +26,10 @@ from db.persist import SAVERS
 from db.results import target_scope_result
 from db.terminal import terminal_write
 from db.transaction import Tx, transaction
-from db.transitions import RunProbe, append_event, append_event_to_terminal, claim, lock_job, transition
+from db.transitions import RunProbe, append_event_to_terminal, claim, lock_job, transition
 from db.units import (
     all_units_succeeded,
+    failure_recorded,
     goal_scope_progress,
     mark_unit_failed,
     mark_unit_succeeded,
@@ -54,67 +57,32 @@ ACTIVE = list(ACTIVE_STATUSES)
 class JobRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     # ------------------------------------------------------------------ API side
 
     async def create_job(self, job: NewJob) -> ProcessingState:
-        """The PENDING row, its units and its CREATED event; a retry also appends RETRY_CREATED to its
-        parent."""
+        """The PENDING row, its units and its CREATED event in one statement; a retry also appends
+        RETRY_CREATED to its parent.
+
+        A job whose target is a goal still to be created (``job.target_is_new``) has nothing to check: its
+        one statement runs in autocommit, a single round trip. Any other job first takes the hierarchy
+        check's lock and looks for conflicting jobs in the same transaction (db.hierarchy)."""
+        fresh = job.target_is_new and job.parent_process_id is None
         try:
-            async with transaction(self.engine) as tx:
-                await refuse_conflicting_jobs(
-                    tx.conn, job.user_id, job.target_type, job.target_id, job.parent_process_id
-                )
-                row = (
-                    await tx.conn.execute(
-                        insert(PS)
-                        .values(
-                            id=job.process_id,
-                            user_id=job.user_id,
-                            type=job.type,
-                            status=ProcessingStatus.PENDING,
-                            target_type=job.target_type,
-                            target_id=job.target_id,
-                            params=job.params,
-                            progress=0,
-                            retry_count=job.retry_count,
-                            parent_process_id=job.parent_process_id,
-                            root_process_id=job.root_process_id or job.process_id,
-                            workflow_id=workflow_id_for(job.process_id),
-                            event_seq=1,
-                            total_units=job.total_units,
-                            estimated_completion_at=job.estimated_completion_at,
-                            request_id=job.request_id,
-                            created_at=job.created_at,
-                            updated_at=job.created_at,
-                        )
-                        .returning(PS)
+            async with transaction(self._autocommit if fresh else self.engine) as tx:
+                if not fresh:
+                    await refuse_conflicting_jobs(
+                        tx.conn, job.user_id, job.target_type, job.target_id, job.parent_process_id
                     )
-                ).one()
-                units = job.units or [(job.target_id, UNIT_TYPE_BY_JOB[job.type])]
-                await tx.conn.execute(
-                    insert(PU),
-                    [
-                        {"process_id": job.process_id, "unit_id": uid, "unit_type": utype, "ordinal": i}
-                        for i, (uid, utype) in enumerate(units)
-                    ],
-                )
-                payload: dict[str, Any] = {
-                    "type": job.type.value,
-                    "targetType": job.target_type.value,
-                    "targetId": str(job.target_id),
-                }
                 if job.parent_process_id:
-                    payload["parentProcessId"] = str(job.parent_process_id)
                     await append_event_to_terminal(
                         tx.conn,
                         job.parent_process_id,
                         EventType.RETRY_CREATED,
                         {"childProcessId": str(job.process_id)},
                     )
-                await append_event(
-                    tx.conn, job.process_id, 1, EventType.CREATED, ProcessingStatus.PENDING, 0, payload
-                )
+                row = (await tx.conn.execute(_INSERT_JOB, _insert_job_params(job))).one()
             return ProcessingState(**row._mapping)
         except sa_exc.IntegrityError as exc:
             raise await self._conflict(job, exc) from exc
@@ -302,9 +270,14 @@ class JobRepository:
         run_id: str,
         probe: RunProbe,
     ) -> None:
-        """Mark the unit FAILED with its final code and write UNIT_FAILED (with goal-scope progress)."""
+        """Mark the unit FAILED with its final code and write UNIT_FAILED (with goal-scope progress).
+
+        Idempotent per unit: a repeat after a lost completion finds the failure on record and writes nothing.
+        """
         async with transaction(self.engine) as tx:
             job = (await claim(tx.conn, process_id, run_id, probe)).row
+            if await failure_recorded(tx.conn, process_id, unit_id):
+                return
             await mark_unit_failed(tx.conn, process_id, unit_id, error)
             values: dict[str, Any] = {}
             if is_goal_scope(job):
@@ -408,3 +381,64 @@ async def _persist(tx: Tx, req: PersistUnitRequest, run_id: str, probe: RunProbe
     return PersistUnitResult(
         created_count=len(saved.items), deleted_count=saved.deleted, job_completed=True, progress=100
     )
+
+
+# A new job's row, its units and its CREATED event (seq 1) as one statement: the units and the event are
+# inserted from the row the first part returns (their foreign keys are checked at the statement's end).
+_INSERT_JOB = text(
+    """
+WITH job AS (
+    INSERT INTO processing_states (id, user_id, type, status, target_type, target_id, params, progress,
+        retry_count, parent_process_id, root_process_id, workflow_id, event_seq, total_units,
+        estimated_completion_at, request_id, created_at, updated_at)
+    VALUES (:id, :user_id, :type, 'PENDING', :target_type, :target_id, :params, 0,
+        :retry_count, :parent_process_id, :root_process_id, :workflow_id, 1, :total_units,
+        :estimated_completion_at, :request_id, :created_at, :created_at)
+    RETURNING *
+), units AS (
+    INSERT INTO processing_units (process_id, unit_id, unit_type, ordinal)
+    SELECT job.id, u.unit_id, CAST(u.unit_type AS target_type), u.ordinal - 1
+    FROM job, unnest(:unit_ids, :unit_types) WITH ORDINALITY AS u(unit_id, unit_type, ordinal)
+), created AS (
+    INSERT INTO processing_events (process_id, seq, type, status, progress, payload)
+    SELECT job.id, 1, :event_type, 'PENDING', 0, :payload FROM job
+)
+SELECT * FROM job
+"""
+).bindparams(
+    bindparam("params", type_=JSONB),
+    bindparam("payload", type_=JSONB),
+    bindparam("unit_ids", type_=ARRAY(PG_UUID(as_uuid=True))),
+    bindparam("unit_types", type_=ARRAY(String)),
+)
+
+
+def _insert_job_params(job: NewJob) -> dict[str, Any]:
+    units = job.units or [(job.target_id, UNIT_TYPE_BY_JOB[job.type])]
+    payload: dict[str, Any] = {
+        "type": job.type.value,
+        "targetType": job.target_type.value,
+        "targetId": str(job.target_id),
+    }
+    if job.parent_process_id:
+        payload["parentProcessId"] = str(job.parent_process_id)
+    return {
+        "id": job.process_id,
+        "user_id": job.user_id,
+        "type": job.type.value,
+        "target_type": job.target_type.value,
+        "target_id": job.target_id,
+        "params": job.params,
+        "retry_count": job.retry_count,
+        "parent_process_id": job.parent_process_id,
+        "root_process_id": job.root_process_id or job.process_id,
+        "workflow_id": workflow_id_for(job.process_id),
+        "total_units": job.total_units,
+        "estimated_completion_at": job.estimated_completion_at,
+        "request_id": job.request_id,
+        "created_at": job.created_at,
+        "unit_ids": [unit_id for unit_id, _ in units],
+        "unit_types": [unit_type.value for _, unit_type in units],
+        "event_type": EventType.CREATED.value,
+        "payload": payload,
+    }

@@ -175,7 +175,7 @@ async def claim(conn: AsyncConnection, process_id: uuid.UUID, run_id: str, probe
         if run.current and run.reset:
             await reopen(conn, process_id, status, run_id)
             return Claim(await lock_job(conn, process_id), reopened=True)
-    raise InternalSignalError(InternalSignal.JOB_NOT_ACTIVE)
+    raise InternalSignalError(InternalSignal.JOB_NOT_ACTIVE, status.value)
 
 
 async def reopen(

@@ -9,14 +9,14 @@ import logging
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db.models import Action, SubGoal
+from db.models import Action, ProcessingEvent, SubGoal
 from db.models import ProcessingUnit as PU
 from db.persist import Saved
-from domain.enums import ProcessingType, UnitStatus
+from domain.enums import EventType, ProcessingType, UnitStatus
 from domain.errors import AppError
 from domain.jobs import is_goal_scope
 from domain.workflow_io import PersistUnitRequest
@@ -92,6 +92,25 @@ async def mark_unit_failed(
             updated_at=func.now(),
         )
     )
+
+
+async def failure_recorded(conn: AsyncConnection, process_id: uuid.UUID, unit_id: uuid.UUID) -> bool:
+    """Whether the unit's failure is already on record for the job's current opening: a UNIT_FAILED event
+    for it after the job was last started or reopened. True for a repeat of record_unit_failure whose first
+    attempt committed but whose completion was lost; False for the failure of a unit a reset run retried."""
+    ev = ProcessingEvent
+    opened = (
+        select(func.max(ev.seq))
+        .where(ev.process_id == process_id, ev.type.in_([EventType.STARTED, EventType.REOPENED]))
+        .scalar_subquery()
+    )
+    recorded = exists().where(
+        ev.process_id == process_id,
+        ev.type == EventType.UNIT_FAILED,
+        ev.payload["unitId"].astext == str(unit_id),
+        ev.seq > func.coalesce(opened, 0),
+    )
+    return bool((await conn.execute(select(recorded))).scalar_one())
 
 
 async def goal_scope_progress(conn: AsyncConnection, process_id: uuid.UUID) -> int:

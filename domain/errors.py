@@ -61,11 +61,15 @@ class InternalSignal(StrEnum):
 
 
 class InternalSignalError(Exception):
-    """STALE_RUN or JOB_NOT_ACTIVE: the caller must stop and write nothing (spec 6.3)."""
+    """STALE_RUN or JOB_NOT_ACTIVE: the caller must stop and write nothing (spec 6.3).
 
-    def __init__(self, signal: InternalSignal) -> None:
+    ``row_status``: the status of the row that refused the run, when it has ended (the run shows it to
+    operators as its final ``ProcessingStatus``)."""
+
+    def __init__(self, signal: InternalSignal, row_status: str | None = None) -> None:
         super().__init__(signal.value)
         self.signal = signal
+        self.row_status = row_status
 
 
 @dataclass(frozen=True, slots=True)

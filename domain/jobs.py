@@ -48,6 +48,7 @@ class NewJob:
     root_process_id: uuid.UUID | None = None
     retry_count: int = 0
     units: list[tuple[uuid.UUID, TargetType]] = field(default_factory=list)
+    target_is_new: bool = False  # the id reserved for a goal the job will create: no job can touch it yet
 
     @property
     def scope(self) -> Scope:

@@ -1,11 +1,13 @@
 """The metrics of spec 8.3 (OpenTelemetry) and their export.
 
 ``init_metrics`` installs an SDK meter provider once per process: OTLP/HTTP when
-OTEL_EXPORTER_OTLP_ENDPOINT is set, else a Prometheus ``/metrics`` on METRICS_PORT (API 9464, worker
-9465). Until then, or with METRICS_ENABLED=false, every instrument is a no-op. Each emission function
-below is guarded: a failure to record or to export is logged as ``metric_emit_failed`` and never
-reaches the caller. The OpenTelemetry SDK lower-cases instrument names, so Prometheus sees e.g.
-``asyncprocessingstarted_total`` and ``processingduration_milliseconds_sum`` (docs/alert-rules.yml).
+OTEL_EXPORTER_OTLP_ENDPOINT is set, else a Prometheus ``/metrics`` on METRICS_HOST (loopback by default)
+and METRICS_PORT (API 9464, worker 9465); a port that cannot be bound is logged at ERROR as
+``metrics_server_failed``. Until then, or with METRICS_ENABLED=false, every instrument is a no-op. Each
+emission function below is guarded: a failure to record or to export is logged as ``metric_emit_failed``
+and never reaches the caller. The OpenTelemetry SDK lower-cases instrument names, so Prometheus
+sees e.g. ``asyncprocessingstarted_total`` and ``processingduration_milliseconds_sum``
+(docs/alert-rules.yml).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -36,13 +38,12 @@ from temporalio.contrib.opentelemetry import MetricsExporter
 from temporalio.runtime import MetricBuffer, Runtime, TelemetryConfig
 
 from domain.enums import ProcessingStatus, ProcessingType
-from settings import Settings
+from settings import DEFAULT_METRICS_PORTS, Settings
 
 log = logging.getLogger("observability.metrics")
 P = ParamSpec("P")
 
 Service = Literal["api", "worker"]
-DEFAULT_PORTS: Mapping[Service, int] = {"api": 9464, "worker": 9465}
 # Jobs and AI calls run for seconds to minutes (activity timeout ≤ 900 s, job deadline 600 s by default).
 DURATION_BUCKETS_MS: Sequence[float] = (
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 120_000, 180_000, 240_000, 300_000,
@@ -102,6 +103,11 @@ class _Instruments:
         self.ai_cost = meter.create_counter("AIEstimatedCostUsd", "{USD}", "Estimated AI cost in USD")
         self.rate_limited = meter.create_counter("RateLimitRejected", "{request}", "Requests answered 429")
         self.corrections = meter.create_counter("ReconcilerCorrections", job, "Rows fixed by the reconciler")
+        # The HTTP server metric of the OpenTelemetry HTTP conventions (the alert on 5xx answers reads it as
+        # http_server_duration_milliseconds_count{http_status_code, http_target}).
+        self.http_duration = meter.create_histogram(
+            "http.server.duration", ms, "Duration of HTTP server requests."
+        )
 
     def zero_alerted_series(self) -> None:
         """Create at 0 the series whose first increment an alert must see (``increase`` ignores a series'
@@ -210,6 +216,22 @@ def ai_call(
 
 
 @_guarded
+def http_served(
+    method: str, route: str | None, status: int, duration_ms: float, scheme: str, flavor: str
+) -> None:
+    """http.server.duration: one HTTP request answered (``route``: its template, None when none matched)."""
+    attributes: dict[str, str | int] = {
+        "http.method": method,
+        "http.scheme": scheme,
+        "http.flavor": flavor,
+        "http.status_code": status,
+    }
+    if route is not None:
+        attributes["http.target"] = route
+    _state.instruments.http_duration.record(duration_ms, attributes)
+
+
+@_guarded
 def rate_limit_rejected(bucket: str) -> None:
     """RateLimitRejected: one request answered 429."""
     _state.instruments.rate_limited.add(1, {"Bucket": bucket})
@@ -303,11 +325,20 @@ def init_metrics(service: Service, settings: Settings) -> None:
         install(MeterProvider([PeriodicExportingMetricReader(exporter)], resource=resource))
         return
     install(MeterProvider([PrometheusMetricReader()], resource=resource))
-    port = settings.metrics_port or DEFAULT_PORTS[service]
+    port = settings.metrics_port or DEFAULT_METRICS_PORTS[service]
     try:
-        _state.server, _ = start_http_server(port)
-    except OSError as exc:  # e.g. the port is taken: the process still serves, without /metrics
-        _emit_failed(f"prometheus :{port}", exc)
+        _state.server, _ = start_http_server(port, addr=settings.metrics_host)
+    except OSError as exc:  # e.g. the port is taken: the process still works, without /metrics
+        log.error(
+            "metrics cannot be served",
+            extra={
+                "event": "metrics_server_failed",
+                "host": settings.metrics_host,
+                "port": port,
+                "cause": f"{type(exc).__name__}: {exc}",
+                "fix": "set METRICS_PORT to a free port (one per process on a host)",
+            },
+        )
 
 
 @asynccontextmanager

@@ -1,6 +1,6 @@
 """Traces of spec 8.3: one request → workflow → activities trace.
 
-The API's FastAPI instrumentation opens the server span; ``temporalio.contrib.opentelemetry.
+The API opens the server span of each request (``server_span``); ``temporalio.contrib.opentelemetry.
 TracingInterceptor`` on both processes' Temporal clients carries the context through Temporal headers
 (StartWorkflow → RunWorkflow → StartActivity → RunActivity). Workflow code never imports this module
 or the OpenTelemetry SDK (temporal-notes §5 #9): the interceptor does the workflow side.
@@ -8,12 +8,16 @@ or the OpenTelemetry SDK (temporal-notes §5 #9): the interceptor does the workf
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
 from uuid import UUID
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from observability.metrics import Service, otlp_url, service_resource
 from settings import Settings
@@ -34,6 +38,35 @@ def init_tracing(service: Service, settings: Settings) -> None:
             BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_url(endpoint, "traces")))
         )
     trace.set_tracer_provider(provider)
+
+
+@contextmanager
+def server_span(scope: Mapping[str, Any]) -> Iterator[Span]:
+    """The SERVER span of one ASGI HTTP request, current while it is served, continuing the caller's trace
+    (``traceparent``). Named by its method until ``end_server_span`` knows the route."""
+    carrier = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+    attributes = {
+        "http.method": scope["method"],
+        "http.scheme": scope.get("scheme", "http"),
+        "http.target": scope["path"],
+        "http.flavor": scope.get("http_version", "1.1"),
+    }
+    tracer = trace.get_tracer("api.http")
+    with tracer.start_as_current_span(
+        scope["method"], context=propagate.extract(carrier), kind=SpanKind.SERVER, attributes=attributes
+    ) as span:
+        yield span
+
+
+def end_server_span(span: Span, method: str, route: str | None, status: int) -> None:
+    """Name the span after its route template (``GET /api/ai/async/status/{processId}``) and record the
+    answer; a 5xx marks it as an error."""
+    if route is not None:
+        span.update_name(f"{method} {route}")
+        span.set_attribute("http.route", route)
+    span.set_attribute("http.status_code", status)
+    if status >= 500:
+        span.set_status(Status(StatusCode.ERROR))
 
 
 def tag_activity_span(process_id: UUID, attempt: int, unit_id: UUID | None = None) -> None:

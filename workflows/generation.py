@@ -72,6 +72,9 @@ TRY = workflow.ActivityCancellationType.TRY_CANCEL
 # Runs started before this patch wait for generate_unit to acknowledge a cancel and leave the search
 # attribute alone on failure; runs after it neither wait (TRY_CANCEL) nor leave it PROCESSING.
 PROMPT_CONTROL_PATCH = "prompt-cancel-and-final-search-attribute"
+# Runs after this patch that end quietly (the row already ended) show the row's status in ProcessingStatus
+# instead of leaving PENDING/PROCESSING behind.
+QUIET_STATUS_PATCH = "quiet-run-shows-row-status"
 
 
 # A remote activity's failure arrives as ActivityError(cause=…); a local activity's as the cause itself.
@@ -110,6 +113,7 @@ class GenerationWorkflow:
         self._rejected = False
         self._operator_reason: str | None = None
         self._prompt = False
+        self._row_status: str | None = None
 
     @workflow.query
     def progress(self) -> ProgressView:
@@ -156,8 +160,9 @@ class GenerationWorkflow:
             if is_cancelled_exception(err):
                 await self._cancelled(inp)
                 raise
-            code, _ = failure_of(err)
+            code, details = failure_of(err)
             if code in INTERNAL:
+                self._refused(details)
                 return self._quiet(inp)
             raise ApplicationError(code, type=code, non_retryable=True) from err
         self._progress = marked.progress
@@ -234,7 +239,17 @@ class GenerationWorkflow:
             non_retryable=True,
         )
 
+    def _refused(self, details: Mapping[str, str] | None) -> None:
+        """An activity refused this run (STALE_RUN or JOB_NOT_ACTIVE): stop, keeping the row's status."""
+        self._stop = True
+        self._row_status = (details or {}).get("rowStatus", self._row_status)
+
     def _quiet(self, inp: GenerationInput) -> WorkflowSummary:
+        """The end of a run that the row refused: nothing written. Operators see the row's final status
+        rather than the PENDING/PROCESSING this run last said (runs before the patch leave it)."""
+        row = ProcessingStatus(self._row_status) if self._row_status else None
+        if row is not None and row.is_terminal and workflow.patched(QUIET_STATUS_PATCH):
+            self._set_status(row)
         return WorkflowSummary(outcome="ROW_ALREADY_TERMINAL", process_id=inp.process_id)
 
     async def _work(self, inp: GenerationInput) -> bool:
@@ -254,7 +269,7 @@ class GenerationWorkflow:
         except ACTIVITY_FAILURE as err:
             code, details = failure_of(err)
             if code in INTERNAL:
-                self._stop = True
+                self._refused(details)
                 return False
             self._failed[-1] = (code, details)
             return False
@@ -307,7 +322,7 @@ class GenerationWorkflow:
                     raise
                 code, details = failure_of(err)
                 if code in INTERNAL:
-                    self._stop = True
+                    self._refused(details)
                     return False
                 if code == ErrorCode.AI_REQUEST_REJECTED.value:
                     self._rejected = True
@@ -327,8 +342,9 @@ class GenerationWorkflow:
         except ACTIVITY_FAILURE as err:
             if is_cancelled_exception(err):
                 raise
-            if failure_of(err)[0] in INTERNAL:
-                self._stop = True
+            code, details = failure_of(err)
+            if code in INTERNAL:
+                self._refused(details)
         self._show()
 
     async def _decide(self, inp: GenerationInput) -> WorkflowSummary:
@@ -380,4 +396,7 @@ class GenerationWorkflow:
         """The terminal write; True when the row now holds it (also when an earlier attempt of this very
         write committed but its completion was lost)."""
         result = await _short_write(Act.FINALIZE, req, FinalizeResult)
-        return bool(result.applied or result.repeated)
+        if result.applied or result.repeated:
+            return True
+        self._row_status = result.status.value
+        return False

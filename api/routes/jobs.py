@@ -94,11 +94,14 @@ async def _generate(
     request: Request, svc: Services, user_id: UUID, owner: Identity, body: bytes
 ) -> JSONResponse:
     req = validate_generate(body, datetime.now(UTC))
+    target_is_new = req.target.target_id is None
     target_id = req.target.target_id or uuid.uuid4()  # a new goal's id is reserved now
     async with svc.engine.connect() as conn:
         units = await plan_units(conn, user_id, req.type, req.target, target_id)
+        history = await svc.history.of(conn, req.type)
     job = new_job(
         svc.settings,
+        history=history,
         user_id=user_id,
         job_type=req.type,
         params=req.params,
@@ -106,6 +109,7 @@ async def _generate(
         target_id=target_id,
         units=units,
         request_id=request.state.request_id,
+        target_is_new=target_is_new,
     )
     await launch(svc.jobs, svc.temporal.client, svc.settings, job, owner)
     log_event(
@@ -123,7 +127,7 @@ async def _generate(
 )
 async def status(svc: ServicesDep, user_id: ReadUser, lang: Lang, process_id: ProcessId) -> JSONResponse:
     pid = path_id(process_id)
-    async with svc.engine.connect() as conn:
+    async with svc.autocommit.connect() as conn:
         view = await _owned_job(conn, pid, user_id)
     return success(status_view(view, lang))
 
@@ -173,8 +177,10 @@ async def _retry(
         job_type = ProcessingType(parent.type)
         target = target_of(job_type, parent.params)
         units = await plan_units(conn, user_id, job_type, target, parent.target_id, retry_of=pid)
+        history = await svc.history.of(conn, job_type)
     job = new_job(
         svc.settings,
+        history=history,
         user_id=user_id,
         job_type=job_type,
         params=parent.params,

@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from cli.temporal_server import DevTemporalServer
 from db.models import ProcessingEvent, ProcessingState, ProcessingUnit
-from domain.enums import ProcessingStatus, Scope, TargetType
+from domain.enums import ProcessingStatus, ProcessingType, Scope, TargetType
 from domain.workflow_io import (
     SA_PROCESSING_STATUS,
     SA_PROCESSING_TYPE,
@@ -170,6 +170,11 @@ async def test_the_row_is_pending_with_normalised_params_and_a_created_event(
     }
 
 
+def estimate(job: dict[str, Any]) -> timedelta:
+    """How far after its creation a started job is expected to complete."""
+    return datetime.fromisoformat(job["estimatedCompletionTime"]) - datetime.fromisoformat(job["createdAt"])
+
+
 async def test_estimated_completion_per_type_and_scope(
     clean_db: AsyncEngine, api_settings: Callable[..., Settings]
 ) -> None:
@@ -188,14 +193,64 @@ async def test_estimated_completion_per_type_and_scope(
             response = await http.post(GENERATE, json=body, headers=ALICE)
             assert response.status_code == 202, response.text
             data = response.json()["data"]
-            created = datetime.fromisoformat(data["createdAt"])
-            assert datetime.fromisoformat(data["estimatedCompletionTime"]) - created == timedelta(
-                seconds=seconds
-            )
+            assert estimate(data) == timedelta(seconds=seconds)
             row = await job_row(clean_db, data["processId"])
             assert row.estimated_completion_at - row.created_at == timedelta(seconds=seconds)
             # Jobs on one branch of a goal exclude each other: end this one before the next.
             await http.post(f"/api/ai/async/cancel/{data['processId']}", headers=ALICE)
+
+
+async def finished_job(
+    jobs: Jobs,
+    user: uuid.UUID,
+    job_type: ProcessingType,
+    seconds: float,
+    status: ProcessingStatus = ProcessingStatus.COMPLETED,
+    units: int = 1,
+) -> None:
+    """A job created `seconds` ago that ends now with `status`."""
+    created_at = datetime.now(UTC) - timedelta(seconds=seconds)
+    if units == 1:
+        target_type = {ProcessingType.SUBGOAL_GENERATION: TargetType.GOAL}.get(job_type, TargetType.SUB_GOAL)
+        process_id = await jobs.pending(user, job_type, target_type, created_at=created_at)
+    else:
+        unit_list = [(uuid.uuid4(), TargetType.SUB_GOAL) for _ in range(units)]
+        process_id = await jobs.pending(
+            user, job_type, TargetType.GOAL, units=unit_list, created_at=created_at
+        )
+    await jobs.processing(process_id)
+    error = None if status is ProcessingStatus.COMPLETED else "AI_ERROR"
+    await jobs.finish(process_id, status, error_code=error)
+
+
+async def test_the_estimate_learns_from_recent_completed_jobs_of_the_same_type(
+    clean_db: AsyncEngine, api_settings: Callable[..., Settings], jobs: Jobs
+) -> None:
+    alice = await ensure_user(clean_db, "alice")
+    eight = await seed_tree(clean_db, alice, subgoals=8, actions=8)
+    small = await seed_tree(clean_db, alice, subgoals=1, actions=1)
+    for seconds in (2.1, 4.1, 40.1):
+        await finished_job(jobs, alice, ProcessingType.SUBGOAL_GENERATION, seconds)
+    await finished_job(jobs, alice, ProcessingType.SUBGOAL_GENERATION, 300, ProcessingStatus.FAILED)
+    # 8 units at concurrency 4 are two rounds of about 9.55 s
+    await finished_job(jobs, alice, ProcessingType.ACTION_GENERATION, 19.1, units=8)
+    cases = [
+        (subgoal(), 5),  # the median of 2.1, 4.1 and 40.1 s, rounded up; the failed job does not count
+        (ids("ACTION_GENERATION", subGoalId=str(small.subgoal_ids[0]), regenerate=True), 10),
+        (ids("ACTION_GENERATION", goalId=str(eight.goal_id), regenerate=True), 20),
+        (ids("TASK_GENERATION", actionId=str(small.action_ids[0])), 120),  # no history: the setting
+    ]
+    async with serve(api_settings(goal_scope_concurrency=4)) as http:
+        for body, seconds in cases:
+            response = await http.post(GENERATE, json=body, headers=ALICE)
+            assert response.status_code == 202, response.text
+            data = response.json()["data"]
+            assert estimate(data) == timedelta(seconds=seconds), body
+            await http.post(f"/api/ai/async/cancel/{data['processId']}", headers=ALICE)  # one branch each
+
+    async with serve(api_settings(eta_history_jobs=0)) as http:
+        response = await http.post(GENERATE, json=subgoal(), headers=ALICE)
+    assert estimate(response.json()["data"]) == timedelta(seconds=60)
 
 
 async def test_one_workflow_is_started_with_search_attributes(

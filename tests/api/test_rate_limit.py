@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -14,6 +15,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.rate_limit import LEASE_SHARE, RateLimiter, _Lease
 from settings import Settings
 from tests.support.api import assert_error, bearer, ensure_user, seed_tree, serve
 
@@ -161,3 +163,51 @@ async def test_rate_limit_comes_after_auth_and_before_everything_else(
         )
         assert_error(await http.post(GENERATE, json=SUBGOAL, headers=ALICE), 429, "RATE_LIMIT_EXCEEDED")
     assert await count(clean_db, "processing_states") == 0
+
+
+async def test_a_busy_user_is_served_from_leases_and_each_header_stays_exact(
+    clean_db: AsyncEngine, api_settings: Callable[..., Settings]
+) -> None:
+    async with serve(api_settings(rate_limit_read_per_minute=1000)) as http:
+        seen = [remaining(await http.get("/api/ai/async/history", headers=ALICE)) for _ in range(100)]
+    assert seen == list(range(999, 899, -1))
+    async with clean_db.connect() as conn:
+        counted = (await conn.execute(text("SELECT request_count FROM rate_limit_windows"))).scalar_one()
+    assert 100 <= counted <= 100 + 1000 // LEASE_SHARE  # leased ahead by at most one lease
+
+
+async def test_processes_leasing_concurrently_never_allow_more_than_the_limit(
+    clean_db: AsyncEngine, api_settings: Callable[..., Settings]
+) -> None:
+    limit = 60  # leases of up to 3
+    settings = api_settings(rate_limit_read_per_minute=limit)
+    async with serve(settings) as first, serve(settings) as second:
+        responses = []
+        for _ in range(8):
+            responses += await asyncio.gather(
+                *(
+                    http.get("/api/ai/async/history", headers=ALICE)
+                    for http in (first, second)
+                    for _ in range(5)
+                )
+            )
+    allowed = [r for r in responses if r.status_code == 200]
+    refused = [r for r in responses if r.status_code == 429]
+    assert len(allowed) + len(refused) == 80
+    assert limit - (limit // LEASE_SHARE - 1) <= len(allowed) <= limit
+    assert all(remaining(r) == 0 for r in refused)
+
+
+def test_lease_sizes_grow_while_busy_shrink_when_idle_and_stay_within_the_window() -> None:
+    def lease(size: int, taken_at: float, counted_before: int = 0) -> _Lease:
+        return _Lease(counted_before, size, size, size, taken_at, 60.0, 0, 0.0)
+
+    grow = RateLimiter._next_size
+    assert grow(None, 1000, 0.0) == 1  # a new window starts with one
+    assert grow(lease(4, 0.0), 1000, 0.1) == 8  # used up quickly: double
+    assert grow(lease(4, 0.0), 1000, 0.5) == 4
+    assert grow(lease(4, 0.0), 1000, 2.0) == 2  # slow: halve
+    assert grow(lease(40, 0.0), 1000, 0.1) == 1000 // LEASE_SHARE  # capped at 1/20 of the limit
+    assert grow(lease(4, 0.0, counted_before=990), 1000, 0.1) == 6  # never past what the window has left
+    assert grow(lease(4, 0.0, counted_before=996), 1000, 0.1) == 1  # full: one, to be counted and refused
+    assert grow(lease(4, 0.0), 1000, 61.0) == 1  # the window ended

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -206,3 +208,40 @@ async def test_cancel_through_the_api_stops_the_running_job(
             .all()
         )
     assert types == ["CREATED", "STARTED", "CANCELLED"]
+
+
+def estimate_seconds(job: dict[str, Any]) -> float:
+    eta = datetime.fromisoformat(job["estimatedCompletionTime"])
+    return (eta - datetime.fromisoformat(job["createdAt"])).total_seconds()
+
+
+async def test_a_first_job_fault_fails_the_job_and_a_retry_through_the_api_succeeds(
+    repo: JobRepository, make_settings: Callable[..., Settings], worker_for: Callable[[Settings], Any]
+) -> None:
+    settings = make_settings(ai_offline_faults=True)
+    auth = bearer("retry-demo-user", settings.jwt_secret)
+    title = "TypeScriptのエキスパートになる #fault:subgoal:server_error:job1"
+    async with worker_for(settings), serve(settings) as http:
+        first = await start(http, auth, subgoal_body(title=title))
+        assert estimate_seconds(first) == settings.estimate_seconds_subgoal  # nothing learned yet
+        failed = await wait_terminal(http, auth, first["processId"])
+        assert (failed["status"], failed["error"]["code"], failed["error"]["retryable"]) == (
+            "FAILED",
+            "AI_ERROR",
+            True,
+        )
+
+        retry = await http.post(f"/api/ai/async/retry/{first['processId']}", headers=auth)
+        assert retry.status_code == 202, retry.text
+        child = retry.json()["data"]
+        assert estimate_seconds(child) == settings.estimate_seconds_subgoal  # a FAILED job teaches nothing
+        done = await wait_terminal(http, auth, child["processId"])
+        assert done["status"] == "COMPLETED"
+        goal = (await http.get(f"/api/goals/{first['targetId']}", headers=auth)).json()["data"]["goal"]
+        assert len(goal["subGoals"]) == 8
+        assert all("#fault" not in subgoal["title"] for subgoal in goal["subGoals"])
+
+        # the retry completed within a second or so, and the next estimate says so
+        took = datetime.fromisoformat(done["completedAt"]) - datetime.fromisoformat(done["createdAt"])
+        again = await start(http, auth, subgoal_body())
+        assert estimate_seconds(again) == max(1, math.ceil(took.total_seconds()))

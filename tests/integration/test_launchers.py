@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -20,27 +21,13 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
+from cli.leftovers import PidRecord, read_pid_record, write_pid_record
 from cli.postgres import EmbeddedPostgres
 from cli.processes import ManagedProcess, PortInUseError
 from cli.temporal_server import DevTemporalServer
 from domain.workflow_io import SEARCH_ATTRIBUTES
+from tests.support.processes import process_tree, still_running
 from tests.support.servers import free_ports
-
-
-def process_tree(pid: int) -> list[psutil.Process]:
-    root = psutil.Process(pid)
-    return [root, *root.children(recursive=True)]
-
-
-def still_running(processes: list[psutil.Process]) -> list[psutil.Process]:
-    running = []
-    for process in processes:
-        try:
-            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
-                running.append(process)
-        except psutil.NoSuchProcess:
-            pass
-    return running
 
 
 def conninfo(server: EmbeddedPostgres) -> str:
@@ -104,6 +91,26 @@ def test_postgres_restarts_over_a_crashed_server_and_a_stale_pid_file(postgres: 
         assert conn.execute("SELECT body FROM notes").fetchall() == [("kept",)]
 
 
+def test_an_unrelated_postgres_whose_pid_is_in_the_pid_file_is_left_alone(
+    postgres: EmbeddedPostgres, scratch_dir: Path
+) -> None:
+    postgres.start()
+    postgres.stop()
+    with EmbeddedPostgres(scratch_dir / "other", port=free_ports(1)[0]) as other:
+        # The other server's own lock file: its pid, its start time, its port. Only the directory it serves
+        # tells it apart from a server of ours.
+        shutil.copy(other.data_dir / "postmaster.pid", postgres.data_dir / "postmaster.pid")
+        assert other.pid is not None
+        bystander = psutil.Process(other.pid)
+
+        postgres.start()
+
+        assert still_running([bystander]) == [bystander]
+        for server in (postgres, other):
+            with psycopg.connect(conninfo(server)) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
 def test_postgres_creates_and_drops_databases(postgres: EmbeddedPostgres) -> None:
     postgres.start()
 
@@ -159,6 +166,35 @@ async def test_temporal_registers_search_attributes_serves_the_ui_and_stops(
 
     assert temporal.pid is None
     assert still_running(tree) == []
+
+
+def test_temporal_stops_a_server_an_earlier_run_left_and_leaves_an_unrelated_pid_alone(
+    tmp_path: Path,
+) -> None:
+    first = DevTemporalServer(tmp_path / "temporal", *free_ports(2), headless=True)
+    second = DevTemporalServer(tmp_path / "temporal", *free_ports(2), headless=True)
+    try:
+        first.start()
+        assert first.pid is not None
+        leftover = psutil.Process(first.pid)
+
+        second.start()  # over the same data directory, as the next run after a lost supervisor would
+
+        assert still_running([leftover]) == []
+        assert second.pid is not None
+        second.stop()
+        assert not second.pid_file.exists()
+
+        write_pid_record(second.pid_file, os.getpid())  # a live process that is not a Temporal server
+        second.start()
+
+        assert second.pid is not None
+        assert read_pid_record(second.pid_file, started_at_line=1) == PidRecord(
+            second.pid, psutil.Process(second.pid).create_time()
+        )
+    finally:
+        second.stop()
+        first.stop()
 
 
 def test_temporal_reports_a_busy_port(tmp_path: Path) -> None:

@@ -153,7 +153,8 @@ async def give_up_on_the_start(repo: JobRepository, process_id: Any) -> None:
 async def test_first_run_of_a_job_whose_row_ended_before_it_started_writes_nothing(
     repo, client, make_settings, worker_for, end_row, status
 ) -> None:
-    """When the run finally starts it is the current run, but not a reset, so it must not reopen."""
+    """When the run finally starts it is the current run, but not a reset, so it must not reopen; it shows
+    the row's status to operators instead of the PENDING it was started with."""
     settings = make_settings()
     user = await make_user(repo.engine)
     process_id, handle = await start_subgoal_job(repo, client, settings, user)
@@ -164,6 +165,8 @@ async def test_first_run_of_a_job_whose_row_ended_before_it_started_writes_nothi
         summary = await handle.result()
     assert summary.outcome == "ROW_ALREADY_TERMINAL"
     await assert_untouched(repo, before)
+    desc = await handle.describe()
+    assert desc.typed_search_attributes.get(SA_PROCESSING_STATUS) == status
 
 
 async def test_reset_that_meets_another_active_job_fails_and_leaves_no_open_search_attribute(

@@ -16,6 +16,8 @@ from workflows.generation import GenerationWorkflow
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 # Recorded after the prompt-cancel patch (TRY_CANCEL, operator cancel update); the four above predate it.
 PROMPT_CONTROL = ("cancel_deaf_call", "timeout_deaf_call", "operator_cancel")
+# Recorded after the quiet-run patch: a run the row refused shows the row's status.
+QUIET_STATUS = ("quiet_row_cancelled",)
 FORBIDDEN = ("sqlalchemy", "psycopg", "httpx", "jwt", "fastapi", "starlette", "boto3", "opentelemetry.sdk")
 
 
@@ -32,7 +34,14 @@ def test_workflow_modules_import_no_io_libraries() -> None:
 
 async def test_committed_histories_replay_without_nondeterminism() -> None:
     files = sorted(HISTORIES.glob("*.json"))
-    assert {f.stem for f in files} >= {"success", "partial_failure", "cancel", "timeout", *PROMPT_CONTROL}
+    assert {f.stem for f in files} >= {
+        "success",
+        "partial_failure",
+        "cancel",
+        "timeout",
+        *PROMPT_CONTROL,
+        *QUIET_STATUS,
+    }
     replayer = Replayer(workflows=[GenerationWorkflow], data_converter=pydantic_data_converter)
     for f in files:
         history = WorkflowHistory.from_json(f"ai-gen-{f.stem}", json.loads(f.read_text(encoding="utf-8")))

@@ -213,3 +213,24 @@ async def test_persist_unit_twice_is_idempotent(repo, client, make_settings, wor
     assert again.created_count == 8 and again.job_completed is True
     after = await rows(repo, "SELECT id FROM sub_goals WHERE goal_id=:g ORDER BY position", g=job.target_id)
     assert after == before
+
+
+async def test_a_run_whose_row_was_cancelled_without_telling_temporal_ends_quietly_showing_cancelled(
+    repo, client, make_settings, worker_for
+) -> None:
+    """The API's cancel wrote the row but its Temporal cancel was lost: the AI call's result is refused by
+    the claim check, nothing is saved, and the run shows the row's CANCELLED rather than PROCESSING."""
+    settings = make_settings(ai_offline_latency_ms=1_500)
+    user = await make_user(repo.engine)
+    async with worker_for(settings):
+        process_id, handle = await start_subgoal_job(repo, client, settings, user)
+        await wait_status(repo, process_id, "PROCESSING")
+        assert await repo.cancel_by_user(process_id, "やめる") is not None
+        summary = await handle.result()
+        await record_history("quiet_row_cancelled", handle)
+    assert summary.outcome == "ROW_ALREADY_TERMINAL"
+    assert [e.type for e in await events(repo, process_id)] == ["CREATED", "STARTED", "CANCELLED"]
+    job = await repo.get_job(process_id)
+    assert job is not None and not await rows(repo, "SELECT 1 FROM goals WHERE id=:g", g=job.target_id)
+    desc = await handle.describe()
+    assert desc.typed_search_attributes.get(SA_PROCESSING_STATUS) == "CANCELLED"

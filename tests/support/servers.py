@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import tempfile
 from contextlib import ExitStack
@@ -17,6 +18,21 @@ def free_ports(count: int) -> list[int]:
         for sock in sockets:
             sock.bind(("127.0.0.1", 0))
         return [int(sock.getsockname()[1]) for sock in sockets]
+
+
+def free_port_run(count: int) -> int:
+    """The first of `count` consecutive free ports, below the kernel's ephemeral range (mandala dev gives
+    its processes consecutive metrics ports)."""
+    for _ in range(200):
+        first = random.randrange(20_000, 32_000 - count)
+        try:
+            with ExitStack() as stack:
+                for port in range(first, first + count):
+                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports found")
 
 
 def free_port() -> int:

@@ -34,8 +34,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from observability.masking import is_secret_key
-from observability.metrics import DEFAULT_PORTS
-from settings import Settings
+from settings import DEFAULT_METRICS_PORTS, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
@@ -158,6 +157,7 @@ def test_each_app_service_environment_is_valid_settings_pointing_at_the_compose_
         settings = Settings()
         assert settings.ai_provider == "offline" and settings.ai_offline_latency_ms == 2000
         assert settings.schedules_enabled is False  # temporal-setup owns the Schedules
+        assert settings.metrics_host == "0.0.0.0"  # scraped through the compose network
         database = make_url(settings.database_url)
         postgres = config["services"]["postgres"]["environment"]
         assert (database.host, database.port, database.database) == (
@@ -194,7 +194,9 @@ def check_ports(compose: ComposeFile) -> None:
     health = urlsplit(api["healthcheck"]["test"][-1]).port
     assert health == listen, f"api listens on {listen}, its health check asks {health}"
     metrics = {name: services[name]["expose"] for name in ("api", "worker")}
-    assert metrics == {name: [str(DEFAULT_PORTS[name])] for name in metrics}, f"metrics ports {metrics}"
+    assert metrics == {name: [str(DEFAULT_METRICS_PORTS[name])] for name in metrics}, (
+        f"metrics ports {metrics}"
+    )
     assert "ports" not in services["worker"]
     ui = services["temporal-ui"]
     assert ui["ports"][0]["published"] == 8233 and ui["ports"][0]["target"] == int(

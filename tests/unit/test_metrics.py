@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -219,15 +220,23 @@ def test_an_exporter_that_raises_is_contained_by_the_guard(caplog: pytest.LogCap
     assert set(emit_failures(caplog)) == {"export"}
 
 
-def test_prometheus_endpoint_serves_the_instruments_and_a_taken_port_only_logs(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses this process listens on at `port`."""
+    return {
+        c.laddr.ip
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    }
+
+
+def test_prometheus_endpoint_serves_the_instruments_on_loopback_by_default() -> None:
     port = free_port()
     metrics.init_metrics("worker", Settings(metrics_enabled=True, metrics_port=port))
     try:
         metrics.job_started(SUBGOAL, metrics.Trigger.RETRY)
         metrics.job_finished(SUBGOAL, ProcessingStatus.COMPLETED, 61_000)
         body = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert listening_addresses(port) == {"127.0.0.1"}
     finally:
         metrics.install(None)
     assert 'asyncprocessingstarted_total{ProcessingType="SUBGOAL_GENERATION",Trigger="RETRY"' in body
@@ -236,6 +245,16 @@ def test_prometheus_endpoint_serves_the_instruments_and_a_taken_port_only_logs(
     with pytest.raises(httpx.ConnectError):  # install(None) stopped the server
         httpx.get(f"http://127.0.0.1:{port}/metrics")
 
+    metrics.init_metrics("api", Settings(metrics_enabled=True, metrics_port=port, metrics_host="0.0.0.0"))
+    try:
+        assert listening_addresses(port) == {"0.0.0.0"}
+    finally:
+        metrics.install(None)
+
+
+def test_a_taken_metrics_port_is_logged_as_an_error_and_the_process_carries_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.WARNING, logger="observability.metrics")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -246,4 +265,8 @@ def test_prometheus_endpoint_serves_the_instruments_and_a_taken_port_only_logs(
             metrics.job_started(SUBGOAL, metrics.Trigger.START)
         finally:
             metrics.install(None)
-    assert emit_failures(caplog) == [f"prometheus :{busy}"]
+    [record] = [r for r in caplog.records if getattr(r, "event", None) == "metrics_server_failed"]
+    assert record.levelno == logging.ERROR
+    assert (record.__dict__["host"], record.__dict__["port"]) == ("127.0.0.1", busy)
+    assert "METRICS_PORT" in record.__dict__["fix"]
+    assert emit_failures(caplog) == []

@@ -294,6 +294,26 @@ async def test_attempt_fault_count() -> None:
     assert await generate(prompt, SG, FAULTY, attempt=4)
 
 
+@pytest.mark.parametrize("kind", ["rejected", "server_error"])
+async def test_a_job_fault_fails_every_attempt_of_the_first_jobs_of_a_retry_chain(kind: str) -> None:
+    prompt = subgoal_prompt(f"英語を話す #fault:subgoal:{kind}:job1")
+    for attempt in (1, 2, 4):
+        with pytest.raises(ProviderError):
+            await generate(prompt, SG, FAULTY, attempt=attempt, retry_count=0)
+    text = await generate(prompt, SG, FAULTY, attempt=1, retry_count=1)
+    assert validate_subgoals(parse_subgoals(text)).ok
+    assert "job1" not in text
+
+
+async def test_a_job_fault_counts_jobs_for_output_faults_too() -> None:
+    prompt = subgoal_prompt("英語を話す #fault:subgoal:bad_quality:job2")
+    for retry_count in (0, 1):
+        for generation in (1, 2, 3):
+            text = await generate(prompt, SG, FAULTY, generation=generation, retry_count=retry_count)
+            assert not validate_subgoals(parse_subgoals(text)).ok
+    assert validate_subgoals(parse_subgoals(await generate(prompt, SG, FAULTY, retry_count=2))).ok
+
+
 async def test_hang_waits_until_cancelled() -> None:
     prompt = subgoal_prompt("英語を話す #fault:subgoal:hang")
     with pytest.raises(TimeoutError):
