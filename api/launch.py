@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -27,28 +26,13 @@ from domain.workflow_io import WorkflowSummary, workflow_id_for
 from settings import Settings
 
 
-class CompletedHistory:
-    """What the estimate of a new job learns from (domain.eta.learned_estimate_seconds): the recent
-    COMPLETED jobs of its type, read at most once per ``ttl_seconds`` per type, so a start does not pay
-    a history query (the estimate is a median over days; seconds of staleness change nothing)."""
-
-    def __init__(
-        self, settings: Settings, ttl_seconds: float = 10, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._settings = settings
-        self._ttl = ttl_seconds
-        self._clock = clock
-        self._read: dict[ProcessingType, tuple[float, list[tuple[float, int]]]] = {}
-
-    async def of(self, conn: AsyncConnection, job_type: ProcessingType) -> list[tuple[float, int]]:
-        now = self._clock()
-        hit = self._read.get(job_type)
-        if hit is not None and now - hit[0] < self._ttl:
-            return hit[1]
-        since = datetime.now(UTC) - HISTORY_WINDOW
-        observed = await recent_completed(conn, job_type, since=since, limit=self._settings.eta_history_jobs)
-        self._read[job_type] = (now, observed)
-        return observed
+async def completed_history(
+    conn: AsyncConnection, s: Settings, job_type: ProcessingType
+) -> list[tuple[float, int]]:
+    """What the estimate of a new `job_type` job learns from (domain.eta.learned_estimate_seconds): read
+    on every start, so the next job's estimate already counts the job that just completed."""
+    since = datetime.now(UTC) - HISTORY_WINDOW
+    return await recent_completed(conn, job_type, since=since, limit=s.eta_history_jobs)
 
 
 def new_job(
@@ -65,7 +49,7 @@ def new_job(
     target_is_new: bool = False,
     history: Sequence[tuple[float, int]] = (),
 ) -> NewJob:
-    """The job to insert; `history` (``CompletedHistory.of``) makes the estimate learned, not configured."""
+    """The job to insert; `history` (``completed_history``) makes the estimate learned, not configured."""
     created_at = datetime.now(UTC)
     estimate = learned_estimate_seconds(
         history, concurrency=s.goal_scope_concurrency, configured=s.estimate_seconds(job_type)

@@ -11,7 +11,6 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.auth import TokenVerifier, make_verifier
-from api.launch import CompletedHistory
 from api.rate_limit import Bucket, RateLimiter
 from api.temporal_gateway import TemporalConnection
 from db.engine import make_engine
@@ -32,7 +31,6 @@ class Services:
     limiter: RateLimiter
     verifier: TokenVerifier
     temporal: TemporalConnection
-    history: CompletedHistory
     # Set when the process begins to stop (api/stopping.py): event streams then end with RECONNECT.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -58,7 +56,6 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 limiter=RateLimiter(engine, limits),
                 verifier=make_verifier(settings, http),
                 temporal=temporal,
-                history=CompletedHistory(settings),
             )
     finally:
         await engine.dispose()

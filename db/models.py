@@ -265,6 +265,12 @@ class ProcessingState(Base):
         ),
         Index("ix_ps_root", "root_process_id"),
         Index("ix_ps_completed", "completed_at", postgresql_where=text("completed_at IS NOT NULL")),
+        Index(
+            "ix_ps_type_completed",
+            "type",
+            text("completed_at DESC"),
+            postgresql_where=text("status = 'COMPLETED'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = _pk()

@@ -18,7 +18,7 @@ from api.bodies import target_of, validate_cancel_body, validate_generate, valid
 from api.deps import Body, Lang, Owner, ReadUser, ServicesDep, WriteUser
 from api.envelope import success
 from api.idempotency import idempotent
-from api.launch import launch, new_job
+from api.launch import completed_history, launch, new_job
 from api.log_context import log_event
 from api.openapi import EVENT_STREAM, LAST_EVENT_ID, errors, inputs, starts_a_job
 from api.response_shapes import CancelledEnvelope, EventsEnvelope, HistoryEnvelope, StatusEnvelope
@@ -98,7 +98,7 @@ async def _generate(
     target_id = req.target.target_id or uuid.uuid4()  # a new goal's id is reserved now
     async with svc.engine.connect() as conn:
         units = await plan_units(conn, user_id, req.type, req.target, target_id)
-        history = await svc.history.of(conn, req.type)
+        history = await completed_history(conn, svc.settings, req.type)
     job = new_job(
         svc.settings,
         history=history,
@@ -177,7 +177,7 @@ async def _retry(
         job_type = ProcessingType(parent.type)
         target = target_of(job_type, parent.params)
         units = await plan_units(conn, user_id, job_type, target, parent.target_id, retry_of=pid)
-        history = await svc.history.of(conn, job_type)
+        history = await completed_history(conn, svc.settings, job_type)
     job = new_job(
         svc.settings,
         history=history,

@@ -79,15 +79,18 @@ def test_selectors_are_read_from_promql() -> None:
     assert selectors(expr) == [("a_total", {"ErrorType", "b"}), ("c_sum", set()), ("d", set())]
 
 
-async def scrape(port: int, until: str, seconds: float = 15.0) -> str:
-    """The /metrics text once it contains ``until`` (the Temporal SDK metrics are drained every second)."""
+async def scrape(port: int, names: set[str], seconds: float = 15.0) -> str:
+    """The /metrics text once it holds a sample of every one of ``names`` (the Temporal SDK drains its
+    metrics every second, and each of its instruments shows up at the first drain after its first use)."""
+    missing = names
     async with httpx.AsyncClient() as http:
         for _ in range(int(seconds / 0.2)):
             body = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
-            if until in body:
+            missing = names - set(exported(body))
+            if not missing:
                 return body
             await asyncio.sleep(0.2)
-    raise AssertionError(f"{until!r} never exported")
+    raise AssertionError(f"never exported: {sorted(missing)}")
 
 
 def exported(body: str) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
@@ -125,7 +128,7 @@ async def test_a_job_through_api_and_worker_exports_every_metric_the_alert_rules
                 assert limited.status_code == 429
                 await wait_status(repo, accepted.json()["data"]["processId"], "COMPLETED", seconds=30)
                 metrics.set_queue_depth(0)  # what every reconciler run does
-                body = await scrape(port, 'activity_type="generate_unit"')
+                body = await scrape(port, {name for rule in rules() for name, _ in selectors(rule["expr"])})
             await provider.aclose()
     finally:
         metrics.install(None)
