@@ -14,6 +14,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_JWT_SECRET = "mandala-dev-secret-change-me-0123456789abcdef"
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:55432/mandala"
+# Used when neither a TEMPORAL_* setting nor the TOML profile gives one (temporal_client.py).
+DEFAULT_TEMPORAL_ADDRESS = "127.0.0.1:7233"
+DEFAULT_TEMPORAL_NAMESPACE = "default"
 # The Prometheus port of each process when METRICS_PORT is not set.
 DEFAULT_METRICS_PORTS = {"api": 9464, "worker": 9465}
 
@@ -25,22 +28,37 @@ class AppEnv(StrEnum):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+    # An empty variable counts as unset, so docker-compose.yml can pass every setting as `${NAME:-}`.
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", case_sensitive=False, env_ignore_empty=True
+    )
 
     app_env: AppEnv = AppEnv.DEVELOPMENT
     log_level: Literal["DEBUG", "INFO", "WARN", "WARNING", "ERROR"] = "INFO"
     log_ai_payloads: bool = False
 
-    # Connections
+    # Connections. The TEMPORAL_* connection settings carry the names the `temporal` CLI and
+    # temporalio.envconfig use; unset ones come from the TOML profile, if any (temporal_client.py).
     database_url: str = DEFAULT_DATABASE_URL
     db_pool_size: int = Field(default=10, ge=1, le=200)
-    temporal_address: str = "127.0.0.1:7233"
-    temporal_namespace: str = "default"
+    temporal_address: str | None = None
+    temporal_namespace: str | None = None
+    temporal_api_key: str | None = None
+    temporal_tls: bool | None = None
+    temporal_tls_server_ca_cert_path: str | None = None
+    temporal_tls_server_name: str | None = None
+    temporal_tls_client_cert_path: str | None = None
+    temporal_tls_client_key_path: str | None = None
+    temporal_profile: str | None = None
+    temporal_config_file: str | None = None
     temporal_task_queue: str = "ai-generation"
     # The API's Temporal client (spec 5.3, issue 7.3): a start never waits long on a dead Temporal.
     temporal_connect_timeout_seconds: float = Field(default=1.0, gt=0, le=60)
     temporal_rpc_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     temporal_unavailable_retry_seconds: float = Field(default=0.5, ge=0, le=30)
+
+    # Worker
+    worker_shutdown_grace_seconds: int = Field(default=60, ge=0, le=3600)
 
     # Auth
     auth_mode: Literal["hs256", "jwks"] = "hs256"
@@ -129,6 +147,10 @@ class Settings(BaseSettings):
                 raise ValueError("AI_OFFLINE_FAULTS=true is refused when APP_ENV=production")
         if self.auth_mode == "jwks" and not self.jwt_jwks_url:
             raise ValueError("AUTH_MODE=jwks needs JWT_JWKS_URL")
+        if (self.temporal_tls_client_cert_path is None) != (self.temporal_tls_client_key_path is None):
+            raise ValueError(
+                "TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH must be set together (mTLS)"
+            )
         if self.heartbeat_throttle_seconds * 2 > self.heartbeat_timeout_seconds:
             # A beat must reach the server well inside the timeout, or a healthy call times out.
             raise ValueError("HEARTBEAT_THROTTLE_SECONDS must be at most half of HEARTBEAT_TIMEOUT_SECONDS")

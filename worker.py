@@ -1,7 +1,9 @@
 """`python worker.py`: connect to Temporal and Postgres, then run the workers until stopped.
 
 One worker serves GenerationWorkflow on TEMPORAL_TASK_QUEUE; one serves the housekeeping workflows on
-TEMPORAL_MAINTENANCE_TASK_QUEUE, whose Schedules it creates or updates at start-up.
+TEMPORAL_MAINTENANCE_TASK_QUEUE, whose Schedules it creates or updates at start-up when SCHEDULES_ENABLED.
+SIGTERM or SIGINT stops it gracefully (worker_shutdown.py); a start-up failure is one clear ERROR line
+and exit code 1.
 """
 
 from __future__ import annotations
@@ -16,9 +18,6 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.contrib.opentelemetry import TracingInterceptor
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.runtime import Runtime
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.generation import GenerationActivities
@@ -33,21 +32,13 @@ from observability import metrics
 from observability.logging import configure_logging
 from observability.tracing import flush_tracing, init_tracing
 from settings import Settings, get_settings
+from temporal_client import connect_temporal
+from worker_shutdown import StopTracker, finish_handed_over
 from workflows.generation import GenerationWorkflow
 from workflows.maintenance import ReconcileWorkflow, RetentionWorkflow
 from workflows.schedules import ensure_schedules
 
 log = logging.getLogger("worker")
-
-
-async def connect_client(settings: Settings, runtime: Runtime | None = None) -> Client:
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
-        interceptors=[TracingInterceptor()],
-        runtime=runtime,
-    )
 
 
 def build_worker(client: Client, settings: Settings, repo: JobRepository, provider: AIProvider) -> Worker:
@@ -65,7 +56,7 @@ def build_worker(client: Client, settings: Settings, repo: JobRepository, provid
         # Determinism is checked in CI instead (docs/architecture.md, "GenerationWorkflow runs unsandboxed").
         workflow_runner=UnsandboxedWorkflowRunner(),
         max_cached_workflows=settings.worker_max_cached_workflows,
-        graceful_shutdown_timeout=timedelta(seconds=5),
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_seconds),
         max_heartbeat_throttle_interval=throttle,
         default_heartbeat_throttle_interval=throttle,
     )
@@ -78,7 +69,18 @@ def build_maintenance_worker(client: Client, settings: Settings, repo: JobReposi
         task_queue=settings.temporal_maintenance_task_queue,
         workflows=[ReconcileWorkflow, RetentionWorkflow],
         activities=activities.all(),
-        graceful_shutdown_timeout=timedelta(seconds=5),
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_seconds),
+    )
+
+
+async def upsert_schedules(client: Client, settings: Settings) -> None:
+    """Create or update the housekeeping Schedules (also run by `python -m cli.temporal_setup`)."""
+    await ensure_schedules(
+        client,
+        settings.temporal_maintenance_task_queue,
+        settings.reconcile_interval_seconds,
+        settings.retention_cron,
+        settings.retention_days,
     )
 
 
@@ -101,36 +103,41 @@ async def closed_sweep(client: Client, settings: Settings, repo: JobRepository) 
 
 
 async def run(settings: Settings) -> None:
+    tracker = StopTracker()
     async with metrics.temporal_runtime() as runtime:
-        await serve(settings, await connect_client(settings, runtime))
+        client = await connect_temporal(settings, runtime=runtime, interceptors=[tracker])
+        await serve(settings, client, tracker)
 
 
-async def serve(settings: Settings, client: Client) -> None:
+async def serve(settings: Settings, client: Client, tracker: StopTracker) -> None:
     engine = make_engine(settings.database_url, settings.db_pool_size)
     provider = build_provider(settings)
     repo = JobRepository(engine)
     if settings.schedules_enabled:
-        await ensure_schedules(
-            client,
-            settings.temporal_maintenance_task_queue,
-            settings.reconcile_interval_seconds,
-            settings.retention_cron,
-            settings.retention_days,
-        )
+        await upsert_schedules(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("worker started", extra={"event": "worker_started", "taskQueue": settings.temporal_task_queue})
+    started = {"taskQueue": settings.temporal_task_queue, "identity": client.identity}
+    log.info("worker started", extra={"event": "worker_started", **started})
     async with (
-        build_worker(client, settings, repo, provider),
-        build_maintenance_worker(client, settings, repo),
+        build_worker(client, settings, repo, provider) as generation,
+        build_maintenance_worker(client, settings, repo) as maintenance,
         closed_sweep(client, settings, repo),
     ):
         await stop.wait()
+        tracker.stopping = True
+        grace = settings.worker_shutdown_grace_seconds
+        deadline = loop.time() + grace
+        log.info("worker stopping", extra={"event": "worker_stopping", "graceSeconds": grace})
+        # Both at once: polling stops, running activities get the grace period.
+        await asyncio.gather(generation.shutdown(), maintenance.shutdown())
+    handed_over = tracker.handed_over(generation.task_queue)
+    await finish_handed_over(generation, handed_over, deadline)
     await provider.aclose()
     await engine.dispose()
-    log.info("worker stopped", extra={"event": "worker_stopped"})
+    log.info("worker stopped", extra={"event": "worker_stopped", "handedOver": len(handed_over)})
 
 
 def main() -> None:
@@ -138,15 +145,20 @@ def main() -> None:
     configure_logging("worker", settings.log_level)
     metrics.init_metrics("worker", settings)
     init_tracing("worker", settings)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(settings))
+    code = 0
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run(settings))
+    except Exception as exc:  # e.g. Temporal unreachable or its certificate untrusted, namespace missing
+        log.error(str(exc), extra={"event": "worker_failed", "cause": type(exc).__name__})
+        code = 1
     metrics.install(None)
     flush_tracing()
     # temporalio's runtime threads can abort interpreter shutdown (SIGABRT, sdk-python #300); the worker
     # has stopped and the engine is disposed, so leave without it.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from api.openapi import install_openapi, operation_id
 from api.routes import goals, health, jobs
 from api.routes.page import install_page
 from api.services import open_services
+from api.stopping import on_stop_signal
 from observability import metrics
 from observability.tracing import init_tracing
 from settings import AppEnv, Settings, get_settings
@@ -45,7 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_services(cfg) as services:
             app.state.services = services
-            yield
+            with on_stop_signal(services.stopping.set):
+                yield
 
     # RequestContextMiddleware opens the server span and records http.server.duration (spec 8.3).
     no_telemetry: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}

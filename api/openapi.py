@@ -73,7 +73,9 @@ EVENT_STREAM: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The JSON page, or with `Accept: text/event-stream` the event stream: "
         "`retry: 2000`, then `id: <seq>`, `event: <type>`, `data: <Event as JSON>` per event, "
-        "`: keepalive` every 15 s",
+        "`: keepalive` every 15 s; a stream closed because the API process stops ends with "
+        "`event: RECONNECT` (no id; data `{processId, type, after, reason}`): reconnect with "
+        "`Last-Event-ID`",
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     }
 }

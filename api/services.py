@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -30,6 +31,8 @@ class Services:
     limiter: RateLimiter
     verifier: TokenVerifier
     temporal: TemporalConnection
+    # Set when the process begins to stop (api/stopping.py): event streams then end with RECONNECT.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @asynccontextmanager

@@ -23,8 +23,6 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.contrib.opentelemetry import TracingInterceptor
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RetryConfig
 
 from api.log_context import log_event
@@ -42,6 +40,7 @@ from domain.workflow_io import (
     workflow_id_for,
 )
 from settings import Settings
+from temporal_client import connect_temporal
 
 WORKFLOW_TYPE = "GenerationWorkflow"
 EXECUTION_TIMEOUT_MARGIN = timedelta(seconds=300)
@@ -62,15 +61,10 @@ class TemporalConnection:
         if self._client is None:
             async with self._lock:
                 if self._client is None:
-                    self._client = await asyncio.wait_for(
-                        Client.connect(
-                            self._settings.temporal_address,
-                            namespace=self._settings.temporal_namespace,
-                            data_converter=pydantic_data_converter,
-                            interceptors=[TracingInterceptor()],
-                            retry_config=retry_config(self._settings),
-                        ),
-                        within or self._settings.temporal_connect_timeout_seconds,
+                    self._client = await connect_temporal(
+                        self._settings,
+                        within=within or self._settings.temporal_connect_timeout_seconds,
+                        retry_config=retry_config(self._settings),
                     )
         return self._client
 
@@ -79,15 +73,13 @@ class TemporalConnection:
         try:
             await self.client()
         except Exception as exc:  # the API must start without Temporal
-            log_event(
-                logging.WARNING, "temporal_unavailable", "Temporal not reachable", cause=type(exc).__name__
-            )
+            log_event(logging.WARNING, "temporal_unavailable", str(exc), cause=type(exc).__name__)
 
     async def check_ready(self, within: float) -> None:
         """Connect if needed and describe the namespace; the caller bounds the total time."""
         client = await self.client(within)
         await client.workflow_service.describe_namespace(
-            DescribeNamespaceRequest(namespace=self._settings.temporal_namespace),
+            DescribeNamespaceRequest(namespace=client.namespace),
             timeout=timedelta(seconds=within),
         )
 

@@ -32,18 +32,19 @@ from typing import Any
 
 from sqlalchemy import select
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from ai.offline import OfflineProvider
 from ai.provider import AIRequest, AIResponse
 from bench.report import Figure, record
 from bench.services import Services, api, percentiles, seen_in_status, services, start_jobs
 from cli.temporal_server import find_temporal_cli
+from cli.temporal_setup import cli_env
 from db.engine import make_engine
 from db.models import ProcessingState
 from db.repository import JobRepository
 from domain.workflow_io import workflow_id_for
 from settings import Settings
+from temporal_client import connect_temporal
 from worker import build_worker, closed_sweep
 
 TEN_MINUTES_MS = 600_000
@@ -91,7 +92,7 @@ async def running(svc: Services, settings: Settings) -> AsyncIterator[tuple[Any,
     clock = CancelClock()
     engine = make_engine(settings.database_url, settings.db_pool_size)
     repo = JobRepository(engine)
-    client = await Client.connect(settings.temporal_address, data_converter=pydantic_data_converter)
+    client = await connect_temporal(settings)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(build_worker(client, settings, repo, clock))
         await stack.enter_async_context(closed_sweep(client, settings, repo))
@@ -109,8 +110,7 @@ async def cli(settings: Settings, *argv: str) -> None:
     process = await asyncio.create_subprocess_exec(
         str(find_temporal_cli()),
         *argv,
-        "--address",
-        settings.temporal_address,
+        env=cli_env(settings),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -51,7 +51,8 @@ from domain.workflow_io import PersistUnitRequest, UnitRef
 from observability import metrics
 from observability.tracing import init_tracing
 from settings import Settings
-from worker import build_worker, connect_client
+from temporal_client import connect_temporal
+from worker import build_worker
 
 PARAMS = {
     "title": "TypeScriptのエキスパートになる",
@@ -188,7 +189,7 @@ async def main(jobs: int, concurrency: int, runs: int) -> None:
         provider = OfflineProvider()
         results: dict[str, list[Run]] = {"floor": [], "temporal": []}
         async with metrics.temporal_runtime() as runtime:
-            client = await connect_client(settings, runtime)
+            client = await connect_temporal(settings, runtime=runtime)
             api_client = await TemporalConnection(settings).client()
             bench = Bench(repo, api_client, provider, settings, user, Identity("", "bench"))
             async with build_worker(client, settings, repo, provider):

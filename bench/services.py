@@ -28,7 +28,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client
 
 from api.dev_tokens import issue_dev_token
 from bench.costs import Meter, ProcessGroup, process_cpu, tree_cpu
@@ -38,6 +37,7 @@ from cli.temporal_server import DevTemporalServer
 from db.migrate import upgrade_head
 from db.models import ProcessingState
 from settings import DEV_JWT_SECRET, Settings
+from temporal_client import connect_temporal, temporal_env
 
 GENERATE = "/api/ai/async/generate"
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +113,7 @@ class Workers:
         self._env = {
             **os.environ,
             "DATABASE_URL": settings.database_url,
-            "TEMPORAL_ADDRESS": settings.temporal_address,
+            **temporal_env(settings),
             "TEMPORAL_TASK_QUEUE": settings.temporal_task_queue,
             **env,
         }
@@ -135,9 +135,9 @@ class Workers:
 
     async def polling(self, count: int) -> None:
         """Wait until ``count`` workers poll the activity queue."""
-        client = await Client.connect(self._settings.temporal_address)
+        client = await connect_temporal(self._settings)
         request = DescribeTaskQueueRequest(
-            namespace="default",
+            namespace=client.namespace,
             task_queue=TaskQueue(name=self._settings.temporal_task_queue),
             task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
         )

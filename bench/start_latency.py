@@ -38,7 +38,6 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api.temporal_gateway import start_generation
 from bench.http_load import Latencies, burst, open_loop
@@ -51,6 +50,7 @@ from db.users import Identity
 from domain.enums import ACTIVE_STATUSES, ProcessingType, TargetType
 from domain.jobs import NewJob
 from settings import Settings
+from temporal_client import connect_temporal
 
 NAME = "start_latency"
 ACCEPTED = 202
@@ -160,7 +160,7 @@ async def run(
         engine = make_engine(settings.database_url)  # the floor's pool: an API process's default
         try:
             await workers.polling(1)
-            client = await Client.connect(settings.temporal_address, data_converter=pydantic_data_converter)
+            client = await connect_temporal(settings)
             async with api(settings, api_workers, limits) as http:
 
                 async def start() -> int:

@@ -24,7 +24,7 @@ from cli.banner import AiSetup, Endpoints, banner
 from cli.lock import data_dir_lock
 from cli.processes import Command, ServiceStartError, announce, ensure_port_free, listening_socket
 from cli.supervisor import Supervisor
-from settings import DEFAULT_METRICS_PORTS, AppEnv, Settings, get_settings
+from settings import DEFAULT_METRICS_PORTS, DEFAULT_TEMPORAL_NAMESPACE, AppEnv, Settings, get_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCALHOST = "127.0.0.1"
@@ -151,7 +151,7 @@ def _start_all(
         database_url = postgres.url()
     upgrade_head(database_url)
 
-    namespace = settings.temporal_namespace
+    namespace = settings.temporal_namespace or DEFAULT_TEMPORAL_NAMESPACE
     temporal_address = os.environ.get("TEMPORAL_ADDRESS")
     ui_url = None
     if not temporal_address:

@@ -4,10 +4,8 @@ the client commands (generate, jobs, show, all) live in cli/client/."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
 from pydantic import ValidationError
 
@@ -15,6 +13,7 @@ from api.dev_tokens import dev_token_for
 from cli import dev
 from cli.argtypes import positive_int
 from cli.client import commands as client
+from cli.processes import exit_now
 from settings import get_settings
 
 _MAX_SUBJECT_LENGTH = 255  # users.subject is varchar(255)
@@ -28,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in client.COMMANDS:
         return client.run(args)
     dev.check_arguments(parser, args)
-    _exit_now(dev.run(args))
+    exit_now(dev.run(args))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,14 +73,6 @@ def _token(args: argparse.Namespace) -> int:
         return 1
     print(dev_token_for(settings, args.sub, args.expires_in))
     return 0
-
-
-def _exit_now(code: int) -> NoReturn:
-    # temporalio's runtime threads can abort interpreter shutdown (SIGABRT, sdk-python #300); every child
-    # has been stopped already, so skip the shutdown.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import NoReturn, Self
 
 _PR_SET_PDEATHSIG = 1
 
@@ -56,6 +56,14 @@ def listening_socket(host: str, port: int, what: str, backlog: int = 0) -> socke
             raise
         raise PortInUseError(what, host, port) from None
     return sock
+
+
+def exit_now(code: int) -> NoReturn:
+    """Leave at once with ``code``, once the caller has stopped everything it started: temporalio's runtime
+    threads can abort interpreter shutdown (SIGABRT, sdk-python #300)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import httpx
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError
 
 from cli.leftovers import clear_leftover, write_pid_record
@@ -41,13 +42,15 @@ def find_temporal_cli() -> Path:
     )
 
 
+def cli_type(key: SearchAttributeKey[Any]) -> str:
+    """The CLI's spelling of a key's type: KEYWORD_LIST -> KeywordList."""
+    return "".join(part.capitalize() for part in key.indexed_value_type.name.split("_"))
+
+
 def _search_attribute_flags() -> list[str]:
-    flags: list[str] = []
-    for key in SEARCH_ATTRIBUTES:
-        # KEYWORD_LIST -> KeywordList, the spelling the CLI expects.
-        cli_type = "".join(part.capitalize() for part in key.indexed_value_type.name.split("_"))
-        flags += ["--search-attribute", f"{key.name}={cli_type}"]
-    return flags
+    return [
+        flag for key in SEARCH_ATTRIBUTES for flag in ("--search-attribute", f"{key.name}={cli_type(key)}")
+    ]
 
 
 def _run_in_thread(coro: Coroutine[Any, Any, _T]) -> _T:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import sys
 import traceback
 from datetime import UTC, datetime
@@ -19,6 +20,9 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
+        # Several processes of one service (replicas, or two on one host) write to one stream: these
+        # tell them apart, and match the Temporal worker identity `<pid>@<host>`.
+        self.host = socket.gethostname()
 
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created, UTC)
@@ -26,6 +30,8 @@ class JsonFormatter(logging.Formatter):
             "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z",
             "level": _LEVELS.get(record.levelname, record.levelname),
             "service": self.service,
+            "pid": record.process,
+            "host": self.host,
             "logger": record.name,
             "event": getattr(record, "event", None) or "log",
             "message": record.getMessage(),

@@ -288,6 +288,7 @@ async def events(
             after,
             ProcessingStatus(view.job.status),
             svc.settings.sse_poll_interval_ms / 1000,
+            svc.stopping,
         )
         return StreamingResponse(stream, headers=sse.HEADERS | {"Content-Type": "text/event-stream"})
     after, limit = events_page_query(request.query_params)

@@ -104,7 +104,19 @@ async def test_any_string_in_any_text_field(
         assert field_messages(response) == {field: INVALID_CHARACTER}
 
 
-KNOWN_KEYS = {"type", "params", "title", "description", "deadline", "background", "constraints"}
+# Keys a SUBGOAL body knows at either level (Hypothesis also tries string constants of the code under
+# test, such as "goalId").
+KNOWN_KEYS = {
+    "type",
+    "params",
+    "title",
+    "description",
+    "deadline",
+    "background",
+    "constraints",
+    "goalId",
+    "regenerate",
+}
 
 
 @PROPERTY

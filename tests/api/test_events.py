@@ -174,6 +174,7 @@ async def test_stream_pages_through_batches_sends_keepalives_and_ends_after_its_
             0,
             ProcessingStatus.PENDING,
             poll_seconds=0.05,
+            stopping=asyncio.Event(),
             keepalive_seconds=0.1,
             max_seconds=0.5,
             batch=2,

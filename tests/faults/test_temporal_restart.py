@@ -19,6 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from cli.temporal_server import DevTemporalServer
 from domain.workflow_io import WorkflowSummary, workflow_id_for
+from temporal_client import connect_temporal
 from tests.support.api import assert_error, bearer, serve, user_id_of
 from tests.support.jobs import running_worker, subgoal_body, wait_status
 from tests.support.outcomes import (
@@ -28,7 +29,6 @@ from tests.support.outcomes import (
     jobs_of,
 )
 from tests.support.servers import free_port, server_dir
-from worker import connect_client
 
 GENERATE = "/api/ai/async/generate"
 JOBS = 5
@@ -67,7 +67,7 @@ async def ai_attempts(client: Client, process_id: uuid.UUID) -> int:
 
 async def test_temporal_restarted_under_running_jobs(repo, make_settings, own_temporal) -> None:
     settings = make_settings(temporal_address=own_temporal.address, ai_offline_latency_ms=AI_SECONDS * 1000)
-    client = await connect_client(settings)  # the worker's connection, as worker.py makes it
+    client = await connect_temporal(settings)  # the worker's connection, as worker.py makes it
     headers = bearer("temporal-restart")
     async with running_worker(client, settings, repo), serve(settings) as http:
         started = [await http.post(GENERATE, json=subgoal_body(), headers=headers) for _ in range(JOBS)]

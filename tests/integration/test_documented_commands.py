@@ -28,7 +28,13 @@ from tests.support.jobs import make_user, start_subgoal_job, subgoal_params, wai
 from tests.support.servers import REPO_ROOT
 from workflows.schedules import ensure_schedules
 
-DOCS = ("README.md", "docs/operations.md", "docs/alert-runbook.md", "docs/troubleshooting.md")
+DOCS = (
+    "README.md",
+    "docs/operations.md",
+    "docs/alert-runbook.md",
+    "docs/troubleshooting.md",
+    "docs/deploy.md",
+)
 COMMAND = re.compile(r"^(?:\.venv/bin/)?temporal (?:workflow|schedule|task-queue|operator|activity|batch) ")
 PLACEHOLDER = re.compile(r"<(?:id|PID)>")
 FENCE = re.compile(r"```[^\n]*\n(.*?)```", re.S)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, expect, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 # Without the networking flags Chromium keeps trying to reach Google's hosts on this closed network.
@@ -21,6 +21,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# Playwright's 5 s default for an assertion to come true is too short for a page whose scripts parse and
+# render under three test processes on two cores (Swagger UI took longer than that in a full run).
+expect.set_options(timeout=30_000)
 
 
 @contextmanager

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import sys
 
 import pytest
@@ -81,6 +83,7 @@ def test_each_record_is_one_json_line_with_the_spec_fields() -> None:
     data = json.loads(line)
     assert data["level"] == "WARN" and data["service"] == "worker" and data["event"] == "state_transition"
     assert data["logger"] == "db.repository" and data["message"] == "state transition"
+    assert (data["pid"], data["host"]) == (os.getpid(), socket.gethostname())
     assert data["timestamp"].endswith("Z") and len(data["timestamp"]) == len("2026-03-01T09:30:00.000Z")
     assert data["processId"] == "p-1" and data["fromStatus"] == "PENDING"
     assert data["cause"] == "connect to postgresql://u:***@h/db failed"

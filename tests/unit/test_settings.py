@@ -59,3 +59,10 @@ def test_every_setting_is_documented() -> None:
             or any(upper.startswith(d.rstrip("_")) for d in documented if d.endswith("SUBGOAL"))
             or (upper.startswith("ACTIVITY_TIMEOUT_SECONDS_") or upper.startswith("ESTIMATE_SECONDS_"))
         ), upper
+
+
+def test_an_empty_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEMPORAL_API_KEY", "")
+    monkeypatch.setenv("AI_OFFLINE_LATENCY_MS", "")
+    s = Settings()
+    assert s.temporal_api_key is None and s.ai_offline_latency_ms == 0
