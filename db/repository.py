@@ -10,20 +10,18 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Interval, SmallInteger, String, bindparam, func, select, text, update
+from sqlalchemy import SmallInteger, bindparam, func, select
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.dialects.postgresql import UUID as PG_UUID
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db import reads
+from db.begin import mark, plan_of, reopen_collision
 from db.context import load_context
-from db.engine import db_error
 from db.hierarchy import refuse_conflicting_jobs
 from db.models import ProcessingState, ProcessingUnit
+from db.new_jobs import INSERT_JOB, creation_conflict, insert_job_params
 from db.persist import SAVERS
 from db.results import target_scope_result
 from db.terminal import terminal_write
@@ -47,12 +45,11 @@ from db.units import (
     lock_job_and_unit,
     mark_unit_failed,
     mark_unit_succeeded,
-    plannable_units,
     succeeded_unit,
 )
 from domain.enums import ACTIVE_STATUSES, ActionType, CancelledBy, EventType, ProcessingStatus, ProcessingType
 from domain.errors import AppError, ErrorCode, InternalSignal, InternalSignalError
-from domain.jobs import UNIT_TYPE_BY_JOB, NewJob, is_goal_scope
+from domain.jobs import NewJob, is_goal_scope
 from domain.prompt_context import PromptContext
 from domain.workflow_io import (
     FinalizeRequest,
@@ -60,7 +57,6 @@ from domain.workflow_io import (
     MarkProcessingResult,
     PersistUnitRequest,
     PersistUnitResult,
-    workflow_id_for,
 )
 
 log = logging.getLogger("db.repository")
@@ -70,13 +66,6 @@ ACTIVE = list(ACTIVE_STATUSES)
 PROCESSING = [ProcessingStatus.PROCESSING]
 
 # The guarded writes every job makes, built once (one round trip each, compiled once).
-_STARTED = guarded(
-    [ProcessingStatus.PENDING],
-    status=ProcessingStatus.PROCESSING,
-    started_at=func.now(),
-    deadline_at=func.now() + bindparam("deadline", type_=Interval()),
-    workflow_run_id=bindparam("run_id"),
-)
 _PROGRESS = guarded(
     PROCESSING, progress=func.greatest(PST.c.progress, bindparam("progress", type_=SmallInteger()))
 )
@@ -126,25 +115,10 @@ class JobRepository:
                         EventType.RETRY_CREATED,
                         {"childProcessId": str(job.process_id)},
                     )
-                row = (await tx.conn.execute(_INSERT_JOB, _insert_job_params(job))).one()
+                row = (await tx.conn.execute(INSERT_JOB, insert_job_params(job))).one()
             return ProcessingState(**row._mapping)
         except sa_exc.IntegrityError as exc:
-            raise await self._conflict(job, exc) from exc
-
-    async def _conflict(self, job: NewJob, exc: sa_exc.IntegrityError) -> AppError:
-        """The catalogue error of a new row that hit a unique index."""
-        diag = getattr(exc.orig, "diag", None)
-        name = getattr(diag, "constraint_name", None)
-        async with self.engine.connect() as conn:
-            if name in ("uq_ps_active_target", "uq_ps_parent") and job.parent_process_id:
-                # Two concurrent retries aim at the same target; PostgreSQL may report either index.
-                child = await reads.child_of(conn, job.parent_process_id)
-                if child is not None:
-                    return AppError(ErrorCode.ALREADY_RETRIED, {"childProcessId": str(child)})
-            if name == "uq_ps_active_target":
-                active = await reads.active_job_for(conn, job)
-                return AppError(ErrorCode.JOB_ALREADY_RUNNING, {"processId": str(active) if active else None})
-        return db_error(exc)
+            raise await creation_conflict(self.engine, job, exc) from exc
 
     async def get_job(self, process_id: uuid.UUID) -> ProcessingState | None:
         async with transaction(self.engine) as tx:
@@ -203,10 +177,10 @@ class JobRepository:
         fails with JOB_ALREADY_RUNNING and changes nothing (spec 6.9)."""
         try:
             async with transaction(self.engine) as tx:
-                marked, _ = await _mark(tx, process_id, run_id, deadline_seconds, probe)
+                marked, _ = await mark(tx, process_id, run_id, deadline_seconds, probe)
             return marked
         except sa_exc.IntegrityError as exc:
-            raise _reopen_collision(exc) from exc
+            raise reopen_collision(exc) from exc
 
     async def planned_units(self, process_id: uuid.UUID) -> tuple[ProcessingState, list[Any]]:
         """The job's units in ordinal order, without those whose target row no longer exists.
@@ -218,7 +192,7 @@ class JobRepository:
             job = (await tx.conn.execute(_ROW, {"process_id": process_id})).one_or_none()
             if job is None:
                 raise InternalSignalError(InternalSignal.JOB_NOT_ACTIVE)
-            return ProcessingState(**job._mapping), await _plan(tx, job)
+            return ProcessingState(**job._mapping), await plan_of(tx, job)
 
     async def begin_job(
         self, process_id: uuid.UUID, run_id: str, deadline_seconds: int, probe: RunProbe
@@ -230,13 +204,13 @@ class JobRepository:
         target and params are what a plan needs, and the write does not change them."""
         try:
             async with transaction(self.engine) as tx:
-                marked, row = await _mark(tx, process_id, run_id, deadline_seconds, probe)
+                marked, row = await mark(tx, process_id, run_id, deadline_seconds, probe)
                 try:
-                    plan = ProcessingState(**row._mapping), await _plan(tx, row)
+                    plan = ProcessingState(**row._mapping), await plan_of(tx, row)
                 except AppError as exc:
                     return marked, exc
         except sa_exc.IntegrityError as exc:
-            raise _reopen_collision(exc) from exc
+            raise reopen_collision(exc) from exc
         return marked, plan
 
     async def claim_unit(
@@ -360,49 +334,6 @@ class JobRepository:
         return t is not None
 
 
-def _reopen_collision(exc: sa_exc.IntegrityError) -> AppError:
-    """A reopen that met another active job on the same target is JOB_ALREADY_RUNNING (spec 6.9)."""
-    diag = getattr(exc.orig, "diag", None)
-    if getattr(diag, "constraint_name", None) == "uq_ps_active_target":
-        return AppError(ErrorCode.JOB_ALREADY_RUNNING)
-    return db_error(exc)
-
-
-async def _mark(
-    tx: Tx, process_id: uuid.UUID, run_id: str, deadline_seconds: int, probe: RunProbe
-) -> tuple[MarkProcessingResult, Any]:
-    """The PROCESSING write (mark_processing); also returns the row as locked before it."""
-    deadline = timedelta(seconds=deadline_seconds)
-    row, reopened = await lock_job(tx.conn, process_id), False
-    if row is None or row.status != ProcessingStatus.PENDING or row.workflow_run_id not in (None, run_id):
-        # Not the first claim of a new job (whose STARTED transition records the run itself).
-        claimed = await claim_locked(tx.conn, row, process_id, run_id, probe)
-        row, reopened = claimed.row, claimed.reopened
-    if row.status == ProcessingStatus.PENDING:
-        t = await apply(
-            tx.conn, _STARTED, process_id, EventType.STARTED, {"workflowRunId": run_id},
-            deadline=deadline, run_id=run_id,
-        )  # fmt: skip
-        tx.log_after_commit(t, workflowRunId=run_id)
-        if t is not None:  # always: the row is locked and PENDING
-            return MarkProcessingResult(deadline_at=t.deadline_at, progress=t.progress, reopened=False), row
-    elif reopened:
-        # The new run gets a fresh job deadline; REOPENED was its event.
-        await tx.conn.execute(update(PS).where(PS.id == process_id).values(deadline_at=func.now() + deadline))
-    fresh = await lock_job(tx.conn, process_id)
-    return MarkProcessingResult(
-        deadline_at=fresh.deadline_at, progress=fresh.progress, reopened=reopened
-    ), row
-
-
-async def _plan(tx: Tx, job: Any) -> list[Any]:
-    """The job's plannable units (``plannable_units``); TARGET_NOT_READY when there are none."""
-    units = await plannable_units(tx.conn, job)
-    if not units:
-        raise AppError(ErrorCode.TARGET_NOT_READY)
-    return units
-
-
 async def _persist(tx: Tx, req: PersistUnitRequest, run_id: str, probe: RunProbe) -> PersistUnitResult:
     unit_id = req.unit.unit_id
     locked, already = await lock_job_and_unit(tx.conn, req.process_id, unit_id)
@@ -441,64 +372,3 @@ async def _persist(tx: Tx, req: PersistUnitRequest, run_id: str, probe: RunProbe
     return PersistUnitResult(
         created_count=len(saved.items), deleted_count=saved.deleted, job_completed=True, progress=100
     )
-
-
-# A new job's row, its units and its CREATED event (seq 1) as one statement: the units and the event are
-# inserted from the row the first part returns (their foreign keys are checked at the statement's end).
-_INSERT_JOB = text(
-    """
-WITH job AS (
-    INSERT INTO processing_states (id, user_id, type, status, target_type, target_id, params, progress,
-        retry_count, parent_process_id, root_process_id, workflow_id, event_seq, total_units,
-        estimated_completion_at, request_id, created_at, updated_at)
-    VALUES (:id, :user_id, :type, 'PENDING', :target_type, :target_id, :params, 0,
-        :retry_count, :parent_process_id, :root_process_id, :workflow_id, 1, :total_units,
-        :estimated_completion_at, :request_id, :created_at, :created_at)
-    RETURNING *
-), units AS (
-    INSERT INTO processing_units (process_id, unit_id, unit_type, ordinal)
-    SELECT job.id, u.unit_id, CAST(u.unit_type AS target_type), u.ordinal - 1
-    FROM job, unnest(:unit_ids, :unit_types) WITH ORDINALITY AS u(unit_id, unit_type, ordinal)
-), created AS (
-    INSERT INTO processing_events (process_id, seq, type, status, progress, payload)
-    SELECT job.id, 1, :event_type, 'PENDING', 0, :payload FROM job
-)
-SELECT * FROM job
-"""
-).bindparams(
-    bindparam("params", type_=JSONB),
-    bindparam("payload", type_=JSONB),
-    bindparam("unit_ids", type_=ARRAY(PG_UUID(as_uuid=True))),
-    bindparam("unit_types", type_=ARRAY(String)),
-)
-
-
-def _insert_job_params(job: NewJob) -> dict[str, Any]:
-    units = job.units or [(job.target_id, UNIT_TYPE_BY_JOB[job.type])]
-    payload: dict[str, Any] = {
-        "type": job.type.value,
-        "targetType": job.target_type.value,
-        "targetId": str(job.target_id),
-    }
-    if job.parent_process_id:
-        payload["parentProcessId"] = str(job.parent_process_id)
-    return {
-        "id": job.process_id,
-        "user_id": job.user_id,
-        "type": job.type.value,
-        "target_type": job.target_type.value,
-        "target_id": job.target_id,
-        "params": job.params,
-        "retry_count": job.retry_count,
-        "parent_process_id": job.parent_process_id,
-        "root_process_id": job.root_process_id or job.process_id,
-        "workflow_id": workflow_id_for(job.process_id),
-        "total_units": job.total_units,
-        "estimated_completion_at": job.estimated_completion_at,
-        "request_id": job.request_id,
-        "created_at": job.created_at,
-        "unit_ids": [unit_id for unit_id, _ in units],
-        "unit_types": [unit_type.value for _, unit_type in units],
-        "event_type": EventType.CREATED.value,
-        "payload": payload,
-    }

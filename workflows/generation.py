@@ -1,6 +1,6 @@
 """GenerationWorkflow: one per job. Deterministic orchestration only (spec 6.4, 6.5).
 
-Imports only the standard library, temporalio and the pure domain modules.
+Imports only the standard library, temporalio, the pure domain modules and workflows.activity_calls.
 """
 
 from __future__ import annotations
@@ -9,23 +9,17 @@ import asyncio
 import builtins
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
-    ActivityError,
     ApplicationError,
     FailureError,
-    TimeoutError,
-    TimeoutType,
     is_cancelled_exception,
 )
 
 with workflow.unsafe.imports_passed_through():
-    from domain import retry
     from domain.enums import ProcessingStatus, Scope
-    from domain.errors import NON_RETRYABLE_CODES, ErrorCode, InternalSignal
+    from domain.errors import ErrorCode
     from domain.jobs import OPERATOR_CANCEL_REASON
     from domain.workflow_io import (
         SA_PROCESSING_STATUS,
@@ -47,29 +41,17 @@ with workflow.unsafe.imports_passed_through():
         UnitRequest,
         WorkflowSummary,
     )
+    from workflows.activity_calls import (
+        ACTIVITY_FAILURE,
+        INTERNAL,
+        STANDARD_RETRY,
+        STATE_WRITE_RETRY,
+        TRY,
+        WAIT,
+        failure_of,
+        short_write,
+    )
 
-STANDARD_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=retry.INITIAL_INTERVAL_SECONDS),
-    backoff_coefficient=retry.BACKOFF_COEFFICIENT,
-    maximum_interval=timedelta(seconds=retry.MAXIMUM_INTERVAL_SECONDS),
-    maximum_attempts=retry.MAXIMUM_ATTEMPTS,
-    non_retryable_error_types=list(NON_RETRYABLE_CODES),
-)
-# The local state writes: no attempt limit. Their infrastructure errors are waited out inside the activity
-# (an attempt that outlives its start-to-close is retried here), and the activity boundary makes every
-# other auto-retryable code non-retryable after MAXIMUM_ATTEMPTS, so the 4-attempt budget still holds
-# for everything that is not an outage. The job deadline bounds it all (spec 6.7).
-STATE_WRITE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=retry.INITIAL_INTERVAL_SECONDS),
-    backoff_coefficient=retry.BACKOFF_COEFFICIENT,
-    maximum_interval=timedelta(seconds=retry.MAXIMUM_INTERVAL_SECONDS),
-    maximum_attempts=0,
-    non_retryable_error_types=list(NON_RETRYABLE_CODES),
-)
-SHORT = timedelta(seconds=10)
-INTERNAL = {s.value for s in InternalSignal}
-WAIT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
-TRY = workflow.ActivityCancellationType.TRY_CANCEL
 # Runs started before this patch wait for generate_unit to acknowledge a cancel and leave the search
 # attribute alone on failure; runs after it neither wait (TRY_CANCEL) nor leave it PROCESSING.
 PROMPT_CONTROL_PATCH = "prompt-cancel-and-final-search-attribute"
@@ -79,29 +61,6 @@ QUIET_STATUS_PATCH = "quiet-run-shows-row-status"
 # Runs started before this patch call mark_processing and plan_units (two local activities, two
 # transactions); runs after it call begin_job, which does both in one.
 BEGIN_JOB_PATCH = "begin-job-in-one-write"
-
-
-# A remote activity's failure arrives as ActivityError(cause=…); a local activity's as the cause itself.
-ACTIVITY_FAILURE = (ActivityError, ApplicationError, TimeoutError)
-
-
-def failure_of(err: FailureError) -> tuple[str, dict[str, str] | None]:
-    """The catalogue code (and details) of an activity that failed for good."""
-    cause = err.cause if isinstance(err, ActivityError) else err
-    if isinstance(cause, TimeoutError):
-        kind = "HEARTBEAT" if cause.type == TimeoutType.HEARTBEAT else "START_TO_CLOSE"
-        return ErrorCode.TIMEOUT_ERROR.value, {"timeoutKind": kind}
-    if isinstance(cause, ApplicationError) and cause.type:
-        details = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else None
-        return cause.type, details
-    return ErrorCode.UNKNOWN_ERROR.value, None
-
-
-async def _short_write(activity: str, arg: Any, result_type: type[Any] | None = None) -> Any:
-    """A short state write: a local activity with the 10 s start-to-close and no attempt limit."""
-    return await workflow.execute_local_activity(
-        activity, arg, result_type=result_type, start_to_close_timeout=SHORT, retry_policy=STATE_WRITE_RETRY
-    )
 
 
 @workflow.defn(name="GenerationWorkflow")
@@ -158,10 +117,10 @@ class GenerationWorkflow:
         ref = JobRef(process_id=inp.process_id, scope=inp.scope)
         try:
             if workflow.patched(BEGIN_JOB_PATCH):
-                self._begun = await _short_write(Act.BEGIN_JOB, ref, BeginResult)
+                self._begun = await short_write(Act.BEGIN_JOB, ref, BeginResult)
                 marked = self._begun.marked
             else:
-                marked = await _short_write(Act.MARK_PROCESSING, ref, MarkProcessingResult)
+                marked = await short_write(Act.MARK_PROCESSING, ref, MarkProcessingResult)
         except asyncio.CancelledError:
             await self._cancelled(inp)
             raise
@@ -253,6 +212,17 @@ class GenerationWorkflow:
         self._stop = True
         self._row_status = (details or {}).get("rowStatus", self._row_status)
 
+    def _failure(self, err: FailureError) -> tuple[str, dict[str, str] | None] | None:
+        """The code and details of an activity that failed for good; None for an internal refusal (then
+        recorded by ``_refused``). A cancellation is raised again."""
+        if is_cancelled_exception(err):
+            raise err
+        code, details = failure_of(err)
+        if code in INTERNAL:
+            self._refused(details)
+            return None
+        return code, details
+
     def _quiet(self, inp: GenerationInput) -> WorkflowSummary:
         """The end of a run that the row refused: nothing written. Operators see the row's final status
         rather than the PENDING/PROCESSING this run last said (runs before the patch leave it)."""
@@ -336,12 +306,10 @@ class GenerationWorkflow:
                 self._show()
                 return completed
             except ACTIVITY_FAILURE as err:
-                if is_cancelled_exception(err):
-                    raise
-                code, details = failure_of(err)
-                if code in INTERNAL:
-                    self._refused(details)
+                failure = self._failure(err)
+                if failure is None:
                     return False
+                code, details = failure
                 if code == ErrorCode.AI_REQUEST_REJECTED.value:
                     self._rejected = True
                 self._failed[unit.ordinal] = (code, details)
@@ -356,13 +324,9 @@ class GenerationWorkflow:
             failure = UnitFailure(
                 process_id=inp.process_id, unit=unit, scope=inp.scope, error_code=code, details=details
             )
-            await _short_write(Act.RECORD_UNIT_FAILURE, failure)
+            await short_write(Act.RECORD_UNIT_FAILURE, failure)
         except ACTIVITY_FAILURE as err:
-            if is_cancelled_exception(err):
-                raise
-            code, details = failure_of(err)
-            if code in INTERNAL:
-                self._refused(details)
+            self._failure(err)
         self._show()
 
     async def _decide(self, inp: GenerationInput) -> WorkflowSummary:
@@ -413,7 +377,7 @@ class GenerationWorkflow:
     async def _finalize(self, req: FinalizeRequest) -> bool:
         """The terminal write; True when the row now holds it (also when an earlier attempt of this very
         write committed but its completion was lost)."""
-        result = await _short_write(Act.FINALIZE, req, FinalizeResult)
+        result = await short_write(Act.FINALIZE, req, FinalizeResult)
         if result.applied or result.repeated:
             return True
         self._row_status = result.status.value

@@ -8,7 +8,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from domain.workflow_io import Act, ReconcileSummary, RetentionInput, RetentionSummary
-    from workflows.generation import STANDARD_RETRY
+    from workflows.activity_calls import STANDARD_RETRY
 
 BATCH_TIMEOUT = timedelta(seconds=300)
 BATCH_HEARTBEAT = timedelta(seconds=60)
