@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import TypeVar
 from uuid import UUID
@@ -82,14 +81,8 @@ class _Query:
             raise InvalidFields(self.errors)
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryQuery:
-    page: int
-    page_size: int
-    filter: HistoryFilter
-
-
-def history_query(params: Mapping[str, str]) -> HistoryQuery:
+def history_query(params: Mapping[str, str]) -> tuple[int, int, HistoryFilter]:
+    """``page`` (default 1), ``pageSize`` (default 20) and the filters of the history page."""
     q = _Query(params)
     page = q.integer("page", 1, 1, None, FieldMessage.PAGE_INVALID)
     page_size = q.integer("pageSize", 20, 1, 100, FieldMessage.PAGE_SIZE_INVALID)
@@ -104,7 +97,7 @@ def history_query(params: Mapping[str, str]) -> HistoryQuery:
     if flt.created_from and flt.created_to and flt.created_from > flt.created_to:
         q.errors.append(FieldError("startDate", FieldMessage.DATE_RANGE_INVERTED))
     q.done()
-    return HistoryQuery(page, page_size, flt)
+    return page, page_size, flt
 
 
 def events_page_query(params: Mapping[str, str]) -> tuple[int, int]:

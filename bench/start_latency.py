@@ -32,23 +32,22 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
+from api.launch import new_job
 from api.temporal_gateway import start_generation
 from bench.http_load import Latencies, burst, open_loop
-from bench.report import Figure, record
+from bench.report import Figure, parse_args, publish, record
 from bench.services import GENERATE, Workers, api, quiet_worker_env, services, subgoal_job
 from db.engine import make_engine
 from db.models import ProcessingState, User
 from db.repository import JobRepository
 from db.users import Identity
 from domain.enums import ACTIVE_STATUSES, ProcessingType, TargetType
-from domain.jobs import NewJob
 from settings import Settings
 from temporal_client import connect_temporal
 
@@ -57,26 +56,36 @@ ACCEPTED = 202
 
 
 @dataclass(frozen=True, slots=True)
-class StartReport:
+class Scenario:
+    """The command line's values: the load (``rate``/s for ``seconds``, ``burst`` at once, ``runs`` times),
+    the API's processes and the worker's offline AI latency."""
+
     rate: float
     seconds: float
+    burst: int
     runs: int
     api_workers: int
     ai_latency_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class StartReport:
+    scenario: Scenario
     floor: Latencies  # medians over the runs (counts: the sum)
     open_loop: Latencies
     burst: Latencies
     burst_done_seconds: float  # from the burst's send instant until its last job had finished
 
     def lines(self) -> list[str]:
+        s = self.scenario
         rows = [
-            (f"floor, {self.rate:g}/s", self.floor),
-            (f"API, {self.rate:g}/s open loop", self.open_loop),
+            (f"floor, {s.rate:g}/s", self.floor),
+            (f"API, {s.rate:g}/s open loop", self.open_loop),
             (f"API, {self.burst.sent} at once", self.burst),
         ]
         out = [
-            f"rate={self.rate:g}/s for {self.seconds:g} s, runs={self.runs}, api_workers={self.api_workers}, "
-            f"worker AI latency {self.ai_latency_ms} ms (medians)",
+            f"rate={s.rate:g}/s for {s.seconds:g} s, runs={s.runs}, api_workers={s.api_workers}, "
+            f"worker AI latency {s.ai_latency_ms} ms (medians)",
             f"{'':24} {'sent':>6} {'202':>6} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}",
         ]
         for name, r in rows:
@@ -86,9 +95,9 @@ class StartReport:
 
     def record_figures(self) -> None:
         """The summary figures, against issue 8's goals, for the runner (`python -m bench`)."""
-        o, b = self.open_loop, self.burst
+        o, b, rate = self.open_loop, self.burst, self.scenario.rate
         for figure in (
-            Figure(NAME, f"POST /generate p95, {self.rate:g}/s open loop", o.p95_ms, "ms", self.floor.p95_ms,
+            Figure(NAME, f"POST /generate p95, {rate:g}/s open loop", o.p95_ms, "ms", self.floor.p95_ms,
                    "≤ 50 ms", o.p95_ms <= 50 and o.accepted == o.sent),
             Figure(NAME, f"POST /generate p95, {b.sent} at once", b.p95_ms, "ms", None,
                    "all 202, ≤ 1 s", b.p95_ms <= 1000 and b.accepted == b.sent),
@@ -119,20 +128,16 @@ class FloorStarts:
         self._owner = Identity("", "bench")
 
     async def send(self) -> int:
-        now = datetime.now(UTC)
         target = uuid.uuid4()
-        job = NewJob(
-            process_id=uuid.uuid4(),
+        job = new_job(
+            self._settings,
             user_id=self._user_id,
-            type=ProcessingType.SUBGOAL_GENERATION,
+            job_type=ProcessingType.SUBGOAL_GENERATION,
+            params=subgoal_job()["params"],
             target_type=TargetType.GOAL,
             target_id=target,
-            params=subgoal_job()["params"],
-            total_units=1,
-            created_at=now,
-            estimated_completion_at=now + timedelta(seconds=60),
-            request_id=None,
             units=[(target, TargetType.GOAL)],
+            request_id=None,
             target_is_new=True,
         )
         try:
@@ -143,25 +148,19 @@ class FloorStarts:
         return ACCEPTED
 
 
-async def run(
-    rate: float = 50.0,
-    seconds: float = 30.0,
-    burst_size: int = 200,
-    runs: int = 1,
-    api_workers: int = 2,
-    ai_latency_ms: int = 2000,
-) -> StartReport:
+async def run(scenario: Scenario) -> StartReport:
     """Start the services, a worker and the API; measure floor, open loop and burst ``runs`` times each."""
+    rate, seconds, burst_size = scenario.rate, scenario.seconds, scenario.burst
     async with services() as svc:
         settings = svc.settings()
-        workers = Workers(svc, settings, quiet_worker_env(ai_latency_ms))
+        workers = Workers(svc, settings, quiet_worker_env(scenario.ai_latency_ms))
         workers.start()
         limits = httpx.Limits(max_connections=burst_size + 10, max_keepalive_connections=burst_size + 10)
         engine = make_engine(settings.database_url)  # the floor's pool: an API process's default
         try:
             await workers.polling(1)
             client = await connect_temporal(settings)
-            async with api(settings, api_workers, limits) as http:
+            async with api(settings, scenario.api_workers, limits) as http:
 
                 async def start() -> int:
                     return (await http.post(GENERATE, json=subgoal_job())).status_code
@@ -170,7 +169,7 @@ async def run(
                 user = await _user_id(engine)
                 floor = FloorStarts(settings, client, JobRepository(engine), user)
                 floors, opens, bursts, done = [], [], [], []
-                for _ in range(runs):
+                for _ in range(scenario.runs):
                     await _drained(engine)  # the burst meets an idle worker
                     sent_at = time.monotonic()
                     bursts.append(Latencies.of(await burst(start, burst_size), ACCEPTED))
@@ -183,11 +182,7 @@ async def run(
             await engine.dispose()
             await asyncio.to_thread(workers.stop)
     return StartReport(
-        rate=rate,
-        seconds=seconds,
-        runs=runs,
-        api_workers=api_workers,
-        ai_latency_ms=ai_latency_ms,
+        scenario=scenario,
         floor=_median(floors),
         open_loop=_median(opens),
         burst=_median(bursts),
@@ -220,16 +215,10 @@ def main(argv: Sequence[str] | None = None) -> StartReport:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--api-workers", type=int, default=2)
     parser.add_argument("--ai-latency-ms", type=int, default=2000)
-    parser.add_argument("--smoke", action="store_true", help="a few starts: checks that it works")
-    args = parser.parse_args(argv)
-    if args.smoke:
-        args.rate, args.seconds, args.burst, args.runs, args.ai_latency_ms = 10.0, 1.0, 10, 1, 0
-    report = asyncio.run(
-        run(args.rate, args.seconds, args.burst, args.runs, args.api_workers, args.ai_latency_ms)
-    )
-    print("\n".join(report.lines()))
-    report.record_figures()
-    return report
+    smoke = {"rate": 10.0, "seconds": 1.0, "burst": 10, "runs": 1, "ai_latency_ms": 0}
+    args = parse_args(parser, argv, "a few starts: checks that it works", smoke)
+    scenario = Scenario(args.rate, args.seconds, args.burst, args.runs, args.api_workers, args.ai_latency_ms)
+    return publish(asyncio.run(run(scenario)))
 
 
 if __name__ == "__main__":

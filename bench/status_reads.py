@@ -30,7 +30,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.dev_tokens import issue_dev_token
 from bench.http_load import Throughput, closed_loop, timed
-from bench.report import Figure, record
+from bench.report import Figure, parse_args, publish, record
 from bench.services import free_port, until_healthy, uvicorn_api
 from cli.postgres import EmbeddedPostgres
 from cli.processes import ManagedProcess
@@ -190,14 +190,9 @@ def main(argv: Sequence[str] | None = None) -> StatusReport:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--api-workers", type=int, default=2)
-    parser.add_argument("--smoke", action="store_true", help="one 1-second run: checks that it works")
-    args = parser.parse_args(argv)
-    if args.smoke:
-        args.seconds, args.runs, args.concurrency = 1.0, 1, 4
-    report = asyncio.run(run(args.seconds, args.concurrency, args.runs, args.api_workers))
-    print("\n".join(report.lines()))
-    report.record_figures()
-    return report
+    smoke = {"seconds": 1.0, "runs": 1, "concurrency": 4}
+    args = parse_args(parser, argv, "one 1-second run: checks that it works", smoke)
+    return publish(asyncio.run(run(args.seconds, args.concurrency, args.runs, args.api_workers)))
 
 
 if __name__ == "__main__":

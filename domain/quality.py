@@ -8,7 +8,7 @@ rules run on the normalised text. With no errors the result holds the typed item
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
@@ -116,6 +116,7 @@ class Violation:
 
 
 T = TypeVar("T")
+RawT = TypeVar("RawT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,10 +200,20 @@ class _Collector:
         )
 
 
-def _count_failure(rule: Rule, count: int, limit: Range) -> QualityResult[Any] | None:
-    if count in limit:
-        return None
-    return QualityResult(items=(), errors=(Violation(rule, None, count, str(limit)),), warnings=())
+def _validate(
+    items: Sequence[RawT],
+    count_rule: Rule,
+    count: Range,
+    unsafe_rule: Rule,
+    check: Callable[[_Collector, Sequence[RawT]], list[T]],
+) -> QualityResult[T]:
+    """A list of the wrong length fails on its count alone; any other is validated by ``check``."""
+    if len(items) not in count:
+        return QualityResult(
+            items=(), errors=(Violation(count_rule, None, len(items), str(count)),), warnings=()
+        )
+    c = _Collector(unsafe_rule)
+    return c.result(check(c, items))
 
 
 _SG_LENGTHS = (
@@ -218,18 +229,18 @@ _AC_LENGTHS = (
 _TK_LENGTHS = ((Rule.TK_TITLE_LENGTH, TK_TITLE), (Rule.TK_DESCRIPTION_LENGTH, TK_DESCRIPTION))
 
 
-def validate_subgoals(items: Sequence[RawSubGoal]) -> QualityResult[SubGoalItem]:
-    failed = _count_failure(Rule.SG_COUNT, len(items), SUBGOAL_COUNT)
-    if failed is not None:
-        return failed
-    c = _Collector(Rule.SG_UNSAFE_TEXT)
+def _check_subgoals(c: _Collector, items: Sequence[RawSubGoal]) -> list[SubGoalItem]:
     validated: list[SubGoalItem] = []
     for number, raw in enumerate(items, start=1):
         title, description, background = c.texts(number, raw, ("title", "description", "background"))
         c.lengths(number, (title, description, background), _SG_LENGTHS)
         validated.append(SubGoalItem(title=title, description=description, background=background))
     c.duplicates(Rule.SG_DUPLICATE_TITLE, [s.title for s in validated])
-    return c.result(validated)
+    return validated
+
+
+def validate_subgoals(items: Sequence[RawSubGoal]) -> QualityResult[SubGoalItem]:
+    return _validate(items, Rule.SG_COUNT, SUBGOAL_COUNT, Rule.SG_UNSAFE_TEXT, _check_subgoals)
 
 
 def jaccard_similarity(a: str, b: str) -> float:
@@ -266,11 +277,7 @@ def resolve_action_type(ai_type: str | None, title: str, description: str) -> tu
     return classify_action_type(f"{title} {description}"), True
 
 
-def validate_actions(items: Sequence[RawAction]) -> QualityResult[ActionItem]:
-    failed = _count_failure(Rule.AC_COUNT, len(items), ACTION_COUNT)
-    if failed is not None:
-        return failed
-    c = _Collector(Rule.AC_UNSAFE_TEXT)
+def _check_actions(c: _Collector, items: Sequence[RawAction]) -> list[ActionItem]:
     validated: list[ActionItem] = []
     for number, raw in enumerate(items, start=1):
         title, description, background = c.texts(number, raw, ("title", "description", "background"))
@@ -290,7 +297,11 @@ def validate_actions(items: Sequence[RawAction]) -> QualityResult[ActionItem]:
                 c.warnings.append(
                     Violation(Rule.AC_SIMILAR_DESCRIPTION, later + 1, round(similarity, 3), "<=0.8")
                 )
-    return c.result(validated)
+    return validated
+
+
+def validate_actions(items: Sequence[RawAction]) -> QualityResult[ActionItem]:
+    return _validate(items, Rule.AC_COUNT, ACTION_COUNT, Rule.AC_UNSAFE_TEXT, _check_actions)
 
 
 def resolve_priority(ai_priority: str | None, title: str, description: str) -> TaskPriority:
@@ -331,12 +342,7 @@ def _earlier_dependencies(c: _Collector, number: int, raw: Sequence[object]) -> 
     return kept
 
 
-def validate_tasks(items: Sequence[RawTask], action_type: ActionType) -> QualityResult[TaskItem]:
-    """``action_type`` is the parent action's type; tasks inherit it when they are saved."""
-    failed = _count_failure(Rule.TK_COUNT, len(items), TASK_COUNT)
-    if failed is not None:
-        return failed
-    c = _Collector(Rule.TK_UNSAFE_TEXT)
+def _check_tasks(c: _Collector, items: Sequence[RawTask], action_type: ActionType) -> list[TaskItem]:
     guidance = TASK_COUNT_GUIDANCE[action_type]
     if len(items) not in guidance:
         c.warnings.append(Violation(Rule.TK_COUNT_GUIDANCE, None, len(items), str(guidance)))
@@ -366,4 +372,15 @@ def validate_tasks(items: Sequence[RawTask], action_type: ActionType) -> Quality
             )
         )
     c.duplicates(Rule.TK_DUPLICATE_TITLE, [t.title for t in validated])
-    return c.result(validated)
+    return validated
+
+
+def validate_tasks(items: Sequence[RawTask], action_type: ActionType) -> QualityResult[TaskItem]:
+    """``action_type`` is the parent action's type; tasks inherit it when they are saved."""
+    return _validate(
+        items,
+        Rule.TK_COUNT,
+        TASK_COUNT,
+        Rule.TK_UNSAFE_TEXT,
+        lambda c, tasks: _check_tasks(c, tasks, action_type),
+    )

@@ -252,17 +252,17 @@ async def cancel(
     openapi_extra=inputs(query="HistoryQuery"),
 )
 async def history(request: Request, svc: ServicesDep, user_id: ReadUser, lang: Lang) -> JSONResponse:
-    q = history_query(request.query_params)
+    page, page_size, flt = history_query(request.query_params)
     async with svc.engine.connect() as conn:
-        jobs, total = await reads.history_page(conn, user_id, q.filter, q.page, q.page_size)
-    total_pages = math.ceil(total / q.page_size)
+        jobs, total = await reads.history_page(conn, user_id, flt, page, page_size)
+    total_pages = math.ceil(total / page_size)
     pagination = {
-        "page": q.page,
-        "pageSize": q.page_size,
+        "page": page,
+        "pageSize": page_size,
         "totalCount": total,
         "totalPages": total_pages,
-        "hasNext": q.page < total_pages,
-        "hasPrevious": q.page > 1,
+        "hasNext": page < total_pages,
+        "hasPrevious": page > 1,
     }
     return success({"processes": [history_item(j, lang) for j in jobs], "pagination": pagination})
 

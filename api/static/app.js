@@ -5,31 +5,45 @@
 const LANG = (navigator.languages && navigator.languages[0] || navigator.language || "en")
   .toLowerCase().startsWith("ja") ? "ja" : "en";
 
+// Every text of the page, as [English, Japanese].
 const TEXTS = {
-  en: {
-    title: "Goal mandala", signIn: "Sign in", userLabel: "User id", mint: "Sign in with a development token",
-    tokenLabel: "Token (the output of mandala token)", useToken: "Use this token", signOut: "Sign out",
-    newGoal: "New goal", goalTitle: "Goal", goalDescription: "Description", goalDeadline: "Deadline",
-    goalBackground: "Background", goalConstraints: "Constraints (optional)", depth: "Generate",
-    depth1: "subgoals", depth2: "subgoals and actions", depth3: "the whole chart, with tasks",
-    start: "Generate", progress: "Progress", cancel: "Cancel", retry: "Retry", chart: "Mandala",
-    history: "Your jobs", refresh: "Refresh", signedIn: "Signed in as {sub}", noJobs: "No jobs yet.",
-    completed: "Completed.", units: "{done}/{total} units", elapsed: "{s} s", tasksOf: "Tasks of “{title}”",
-    noTasks: "No tasks yet.", minutes: "{n} min", chartOf: "Mandala of “{title}”", connection: "Connection lost; retrying…",
-    SUBGOAL_GENERATION: "Subgoals", ACTION_GENERATION: "Actions", TASK_GENERATION: "Tasks",
-  },
-  ja: {
-    title: "目標マンダラ", signIn: "サインイン", userLabel: "ユーザーID", mint: "開発用トークンでサインイン",
-    tokenLabel: "トークン（mandala token の出力）", useToken: "このトークンを使う", signOut: "サインアウト",
-    newGoal: "新しい目標", goalTitle: "目標", goalDescription: "説明", goalDeadline: "達成期限",
-    goalBackground: "背景", goalConstraints: "制約事項（任意）", depth: "生成する範囲",
-    depth1: "サブ目標", depth2: "サブ目標とアクション", depth3: "タスクまでチャート全体",
-    start: "生成する", progress: "進捗", cancel: "キャンセル", retry: "リトライ", chart: "マンダラ",
-    history: "あなたのジョブ", refresh: "更新", signedIn: "{sub} としてサインイン中", noJobs: "ジョブはまだありません。",
-    completed: "完了しました。", units: "{done}/{total} 単位", elapsed: "{s} 秒", tasksOf: "「{title}」のタスク",
-    noTasks: "タスクはまだありません。", minutes: "{n}分", chartOf: "「{title}」のマンダラ", connection: "接続が切れました。再接続しています…",
-    SUBGOAL_GENERATION: "サブ目標", ACTION_GENERATION: "アクション", TASK_GENERATION: "タスク",
-  },
+  title: ["Goal mandala", "目標マンダラ"],
+  signIn: ["Sign in", "サインイン"],
+  userLabel: ["User id", "ユーザーID"],
+  mint: ["Sign in with a development token", "開発用トークンでサインイン"],
+  tokenLabel: ["Token (the output of mandala token)", "トークン（mandala token の出力）"],
+  useToken: ["Use this token", "このトークンを使う"],
+  signOut: ["Sign out", "サインアウト"],
+  newGoal: ["New goal", "新しい目標"],
+  goalTitle: ["Goal", "目標"],
+  goalDescription: ["Description", "説明"],
+  goalDeadline: ["Deadline", "達成期限"],
+  goalBackground: ["Background", "背景"],
+  goalConstraints: ["Constraints (optional)", "制約事項（任意）"],
+  depth: ["Generate", "生成する範囲"],
+  depth1: ["subgoals", "サブ目標"],
+  depth2: ["subgoals and actions", "サブ目標とアクション"],
+  depth3: ["the whole chart, with tasks", "タスクまでチャート全体"],
+  start: ["Generate", "生成する"],
+  progress: ["Progress", "進捗"],
+  cancel: ["Cancel", "キャンセル"],
+  retry: ["Retry", "リトライ"],
+  chart: ["Mandala", "マンダラ"],
+  history: ["Your jobs", "あなたのジョブ"],
+  refresh: ["Refresh", "更新"],
+  signedIn: ["Signed in as {sub}", "{sub} としてサインイン中"],
+  noJobs: ["No jobs yet.", "ジョブはまだありません。"],
+  completed: ["Completed.", "完了しました。"],
+  units: ["{done}/{total} units", "{done}/{total} 単位"],
+  elapsed: ["{s} s", "{s} 秒"],
+  tasksOf: ["Tasks of “{title}”", "「{title}」のタスク"],
+  noTasks: ["No tasks yet.", "タスクはまだありません。"],
+  minutes: ["{n} min", "{n}分"],
+  chartOf: ["Mandala of “{title}”", "「{title}」のマンダラ"],
+  connection: ["Connection lost; retrying…", "接続が切れました。再接続しています…"],
+  SUBGOAL_GENERATION: ["Subgoals", "サブ目標"],
+  ACTION_GENERATION: ["Actions", "アクション"],
+  TASK_GENERATION: ["Tasks", "タスク"],
 };
 const TERMINAL = new Set(["COMPLETED", "FAILED", "TIMEOUT", "CANCELLED"]);
 const STAGES = ["SUBGOAL_GENERATION", "ACTION_GENERATION", "TASK_GENERATION"];
@@ -37,7 +51,8 @@ const SLOTS = [0, 1, 2, 3, 5, 6, 7, 8]; // position 0..7 → cell of a 3×3 bloc
 const TOKEN_KEY = "mandala-token";
 
 const $ = (id) => document.getElementById(id);
-const t = (key, values = {}) => TEXTS[LANG][key].replace(/\{(\w+)\}/g, (_, k) => String(values[k]));
+const t = (key, values = {}) =>
+  TEXTS[key][LANG === "ja" ? 1 : 0].replace(/\{(\w+)\}/g, (_, k) => String(values[k]));
 
 class ApiError extends Error {
   constructor(error) {
