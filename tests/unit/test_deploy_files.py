@@ -33,6 +33,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from cli.temporal_server import TRANSFER_TASK_LOADS_PER_SECOND
 from observability.masking import is_secret_key
 from settings import DEFAULT_METRICS_PORTS, Settings
 
@@ -470,3 +471,16 @@ def env_lines(path: Path) -> Iterator[tuple[str, str]]:
         if line and not line.startswith("#"):
             key, _, value = line.partition("=")
             yield key, value
+
+
+def test_the_compose_temporal_server_gets_the_dev_servers_dynamic_config() -> None:
+    temporal = THE_FILE.raw()["services"]["temporal"]
+    mounted = {}
+    for volume in temporal["volumes"]:
+        source, target, _mode = volume.split(":")
+        mounted[target] = REPO / source
+    path = "/etc/temporal/" + temporal["environment"]["DYNAMIC_CONFIG_FILE_PATH"]
+    config = yaml.safe_load(mounted[path].read_text(encoding="utf-8"))
+    assert config == {
+        "history.transferProcessorMaxPollRPS": [{"value": TRANSFER_TASK_LOADS_PER_SECOND}],
+    }
