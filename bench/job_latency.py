@@ -10,6 +10,9 @@ as ``worker.py`` makes it (pydantic converter, tracing interceptor, SDK metrics)
 installed as in the worker process. The two clients are separate connections, as in the deployed service
 (where the API and the worker are separate processes).
 
+A third side, **empty**, runs a workflow of a job's shape whose activities do nothing
+(``bench/empty_workflow.py``) on the same server: the orchestration alone, a ceiling no job can pass.
+
     .venv/bin/python -m bench.job_latency [--jobs 60] [--concurrency 16] [--runs 3]
 
 Prints the median of the runs for serial latency (ms, p50) and saturated throughput (jobs/s), then what
@@ -38,6 +41,7 @@ from ai.provider import CallContext
 from api.launch import launch, new_job
 from api.temporal_gateway import TemporalConnection
 from bench.costs import Meter, PerJob, per_job
+from bench.empty_workflow import EmptyJobs
 from bench.report import Figure, record
 from bench.services import free_port, services
 from db.engine import make_engine
@@ -51,7 +55,7 @@ from domain.workflow_io import PersistUnitRequest, UnitRef
 from observability import metrics
 from observability.tracing import init_tracing
 from settings import Settings
-from temporal_client import connect_temporal
+from temporal_client import connect_config, connect_temporal
 from worker import build_worker
 
 PARAMS = {
@@ -138,15 +142,20 @@ class Run:
     costs: PerJob
 
 
-async def measure(one_job: Callable[[], Awaitable[None]], jobs: int, concurrency: int, meter: Meter) -> Run:
-    """``jobs`` jobs one at a time (p50 latency), then ``jobs`` with ``concurrency`` in flight (jobs/s);
-    the costs are those of all ``2 × jobs``."""
-    before = await meter.read()
+async def serial_p50(one_job: Callable[[], Awaitable[None]], jobs: int) -> float:
     latencies = []
     for _ in range(jobs):
         started = time.perf_counter()
         await one_job()
         latencies.append((time.perf_counter() - started) * 1000)
+    return statistics.median(latencies)
+
+
+async def measure(one_job: Callable[[], Awaitable[None]], jobs: int, concurrency: int, meter: Meter) -> Run:
+    """``jobs`` jobs one at a time (p50 latency), then ``jobs`` with ``concurrency`` in flight (jobs/s);
+    the costs are those of all ``2 × jobs``."""
+    before = await meter.read()
+    latency = await serial_p50(one_job, jobs)
     gate = asyncio.Semaphore(concurrency)
 
     async def bounded() -> None:
@@ -157,7 +166,7 @@ async def measure(one_job: Callable[[], Awaitable[None]], jobs: int, concurrency
     await asyncio.gather(*(bounded() for _ in range(jobs)))
     throughput = jobs / (time.perf_counter() - started)
     costs = per_job(before, await meter.read(), 2 * jobs)
-    return Run(statistics.median(latencies), throughput, costs)
+    return Run(latency, throughput, costs)
 
 
 def _mean(costs: list[PerJob]) -> PerJob:
@@ -187,24 +196,30 @@ async def main(jobs: int, concurrency: int, runs: int) -> None:
             )
         meter = svc.meter(engine)
         provider = OfflineProvider()
-        results: dict[str, list[Run]] = {"floor": [], "temporal": []}
+        results: dict[str, list[Run]] = {"floor": [], "empty": [], "temporal": []}
+        eager_ms: list[float] = []
         async with metrics.temporal_runtime() as runtime:
             client = await connect_temporal(settings, runtime=runtime)
             api_client = await TemporalConnection(settings).client()
             bench = Bench(repo, api_client, provider, settings, user, Identity("", "bench"))
-            async with build_worker(client, settings, repo, provider):
-                await via_temporal(bench)  # warm up both paths
+            empty = EmptyJobs(await Client.connect(**connect_config(settings)))
+            async with build_worker(client, settings, repo, provider), empty.worker():
+                await via_temporal(bench)  # warm up every path
                 await floor(bench)
+                await empty.run()
                 for _ in range(runs):
                     results["floor"].append(await measure(lambda: floor(bench), jobs, concurrency, meter))
+                    results["empty"].append(await measure(empty.run, jobs, concurrency, meter))
                     results["temporal"].append(
                         await measure(lambda: via_temporal(bench), jobs, concurrency, meter)
                     )
+                    eager_ms.append(await serial_p50(lambda: empty.run(eager=True), jobs))
         await engine.dispose()
     metrics.install(None)
     lat = {side: statistics.median(r.latency_ms for r in rs) for side, rs in results.items()}
     tps = {side: statistics.median(r.jobs_per_second for r in rs) for side, rs in results.items()}
     costs = {side: _mean([r.costs for r in rs]) for side, rs in results.items()}
+    eager = statistics.median(eager_ms)
     print(f"jobs={jobs} concurrency={concurrency} runs={runs} (medians)")
     print(f"{'':10} {'serial p50 ms':>14} {'jobs/s':>8}")
     for side in results:
@@ -213,10 +228,14 @@ async def main(jobs: int, concurrency: int, runs: int) -> None:
         f"ratio temporal/floor: latency x{lat['temporal'] / lat['floor']:.1f}, "
         f"throughput x{tps['temporal'] / tps['floor']:.2f}"
     )
+    print(
+        "empty: a workflow of the job's shape doing nothing (bench/empty_workflow.py), started as the API "
+        f"starts jobs; with an eager start (worker in the starting process) its serial p50 is {eager:.1f} ms"
+    )
     for side in results:
         print(f"per job, {side}:")
         print("\n".join(costs[side].lines()))
-    f, t = costs["floor"], costs["temporal"]
+    f, t, e = costs["floor"], costs["temporal"], costs["empty"]
     this = "this process"
     for figure in (
         Figure(NAME, "serial p50", lat["temporal"], "ms", lat["floor"], "≤ floor + 20 ms",
@@ -228,6 +247,13 @@ async def main(jobs: int, concurrency: int, runs: int) -> None:
         Figure(NAME, "worker CPU per job (this process)", t.cpu_ms[this], "ms", f.cpu_ms[this]),
         Figure(NAME, "Temporal server CPU per job", t.cpu_ms["Temporal server"], "ms"),
         Figure(NAME, "PostgreSQL CPU per job", t.cpu_ms["PostgreSQL"], "ms", f.cpu_ms["PostgreSQL"]),
+        Figure(NAME, "empty workflow of a job's shape, serial p50", lat["empty"], "ms", lat["floor"],
+               "ceiling: a job cannot be faster"),
+        Figure(NAME, "empty workflow of a job's shape, eager start, serial p50", eager, "ms", lat["floor"],
+               "ceiling with the worker in the API process"),
+        Figure(NAME, "empty workflows/s, 16 in flight", tps["empty"], "/s", tps["floor"],
+               "ceiling: jobs cannot be more"),
+        Figure(NAME, "Temporal server CPU per empty workflow", e.cpu_ms["Temporal server"], "ms"),
     ):  # fmt: skip
         record(figure)
 

@@ -180,10 +180,12 @@ async def until_healthy(http: httpx.AsyncClient, attempts: int = 300) -> None:
         await asyncio.sleep(0.1)
 
 
-def uvicorn_api(port: int, env: Mapping[str, str], log_path: Path, workers: int = 1) -> ManagedProcess:
-    """The API as its own uvicorn process on ``port`` (``workers`` processes sharing it), configured by
-    ``env``."""
-    args = ["api.asgi:app", "--port", str(port), "--no-access-log", "--workers", str(workers)]
+def uvicorn_api(
+    port: int, env: Mapping[str, str], log_path: Path, workers: int = 1, app: str = "api.asgi:app"
+) -> ManagedProcess:
+    """The API (or another ASGI ``app``) as its own uvicorn process on ``port`` (``workers`` processes
+    sharing it), configured by ``env``."""
+    args = [app, "--port", str(port), "--no-access-log", "--workers", str(workers)]
     return ManagedProcess(
         "api",
         [sys.executable, "-m", "uvicorn", *args],

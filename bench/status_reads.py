@@ -29,6 +29,8 @@ import httpx
 from psycopg_pool import AsyncConnectionPool
 
 from api.dev_tokens import issue_dev_token
+from bench.bare_api import FLOOR_SQL
+from bench.costs import tree_cpu
 from bench.http_load import Throughput, closed_loop, timed
 from bench.report import Figure, parse_args, publish, record
 from bench.services import free_port, until_healthy, uvicorn_api
@@ -42,7 +44,6 @@ from domain.jobs import NewJob
 from settings import DEV_JWT_SECRET
 
 NAME = "status_reads"
-FLOOR_SQL = "SELECT * FROM processing_states WHERE id = %s"
 READ_LIMIT = 100_000_000  # on, shared through PostgreSQL, and never reached by this benchmark
 
 
@@ -57,6 +58,10 @@ class StatusReport:
     floor_p95_ms: float
     api_rps: float
     api_p95_ms: float
+    api_cpu_ms: float  # CPU of the API's processes per request: steadier than req/s on a shared machine
+    bare_rps: float  # bench/bare_api.py: the same read over the smallest FastAPI app (the HTTP ceiling)
+    bare_p95_ms: float
+    bare_cpu_ms: float
 
     @property
     def throughput_ratio(self) -> float:
@@ -72,8 +77,12 @@ class StatusReport:
             f"api_workers={self.api_workers} load={self.generator} (medians)",
             f"{'':12} {'req/s':>8} {'p95 ms':>8}",
             f"{'floor':12} {self.floor_rps:8.0f} {self.floor_p95_ms:8.2f}",
+            f"{'bare HTTP':12} {self.bare_rps:8.0f} {self.bare_p95_ms:8.2f}",
             f"{'status API':12} {self.api_rps:8.0f} {self.api_p95_ms:8.2f}",
+            f"CPU per request: bare HTTP {self.bare_cpu_ms:.3f} ms, API {self.api_cpu_ms:.3f} ms",
             f"ratio api/floor: throughput x{self.throughput_ratio:.2f}, p95 x{self.p95_ratio:.1f}",
+            f"ratio bare HTTP/floor (the ceiling of any FastAPI service here): throughput "
+            f"x{self.bare_rps / self.floor_rps:.2f}, p95 x{self.bare_p95_ms / self.floor_p95_ms:.1f}",
         ]
 
     def record_figures(self) -> None:
@@ -86,6 +95,12 @@ class StatusReport:
             Figure(NAME, "GET /status p95", self.api_p95_ms, "ms", self.floor_p95_ms, "≤ 3 × floor",
                    self.p95_ratio <= 3)
         )  # fmt: skip
+        record(Figure(NAME, "GET /status API CPU per request", self.api_cpu_ms, "ms"))
+        record(
+            Figure(NAME, "bare FastAPI read throughput (bench/bare_api.py)", self.bare_rps, "req/s",
+                   self.floor_rps, "ceiling: the API cannot be more")
+        )  # fmt: skip
+        record(Figure(NAME, "bare FastAPI read p95", self.bare_p95_ms, "ms", self.floor_p95_ms))
 
 
 async def _seed_job(database_url: str, user_id: uuid.UUID) -> uuid.UUID:
@@ -153,29 +168,52 @@ async def run(
                     cur = await conn.execute(FLOOR_SQL, (process_id,))
                     assert await cur.fetchone() is not None
 
-            async def via_api() -> Throughput:
-                result = await closed_loop(base, path, headers, seconds, concurrency)
-                assert result.failed == 0, f"{result.failed} requests failed"
+            bare_port = free_port()
+            bare_env = {**env, "BARE_DATABASE_URL": conninfo, "BARE_POOL_SIZE": env["DB_POOL_SIZE"]}
+            bare = uvicorn_api(bare_port, bare_env, workdir / "bare.log", api_workers, "bench.bare_api:app")
+            bare_base = f"http://127.0.0.1:{bare_port}"
+            sides = {"api": (base, path, api.pid), "bare": (bare_base, f"/status/{process_id}", bare.pid)}
+            cpu_ms: dict[str, list[float]] = {"api": [], "bare": []}
+
+            async def over_http(side: str, seconds: float) -> Throughput:
+                side_base, side_path, pid = sides[side]
+                cpu = tree_cpu(pid)
+                before = cpu()
+                result = await closed_loop(side_base, side_path, headers, seconds, concurrency)
+                cpu_ms[side].append((cpu() - before) * 1000 / max(result.requests, 1))
+                assert result.failed == 0, f"{side}: {result.failed} requests failed"
                 return result
 
-            warm = min(seconds, 2.0)
-            await timed(floor, warm, concurrency)
-            await closed_loop(base, path, headers, warm, concurrency)
             floor_runs: list[Throughput] = []
-            api_runs: list[Throughput] = []
-            for _ in range(runs):
-                floor_runs.append(await timed(floor, seconds, concurrency))
-                api_runs.append(await via_api())
+            http_runs: dict[str, list[Throughput]] = {"api": [], "bare": []}
+            try:
+                async with httpx.AsyncClient(base_url=bare_base, timeout=10) as http:
+                    await until_healthy(http, attempts=300)
+                warm = min(seconds, 2.0)
+                await timed(floor, warm, concurrency)
+                await over_http("api", warm)
+                await over_http("bare", warm)
+                cpu_ms = {"api": [], "bare": []}
+                for _ in range(runs):
+                    floor_runs.append(await timed(floor, seconds, concurrency))
+                    for side in http_runs:
+                        http_runs[side].append(await over_http(side, seconds))
+            finally:
+                await asyncio.to_thread(bare.stop)
         return StatusReport(
             seconds=seconds,
             concurrency=concurrency,
             runs=runs,
             api_workers=api_workers,
-            generator=api_runs[0].generator,
+            generator=http_runs["api"][0].generator,
             floor_rps=statistics.median(r.per_second for r in floor_runs),
             floor_p95_ms=statistics.median(r.p95_ms for r in floor_runs),
-            api_rps=statistics.median(r.per_second for r in api_runs),
-            api_p95_ms=statistics.median(r.p95_ms for r in api_runs),
+            api_rps=statistics.median(r.per_second for r in http_runs["api"]),
+            api_p95_ms=statistics.median(r.p95_ms for r in http_runs["api"]),
+            api_cpu_ms=statistics.median(cpu_ms["api"]),
+            bare_rps=statistics.median(r.per_second for r in http_runs["bare"]),
+            bare_p95_ms=statistics.median(r.p95_ms for r in http_runs["bare"]),
+            bare_cpu_ms=statistics.median(cpu_ms["bare"]),
         )
     finally:
         if api is not None:
