@@ -127,7 +127,15 @@ async def job_view(conn: AsyncConnection, process_id: UUID) -> JobView | None:
     if row is None:
         return None
     counts = UnitCounts(row.pop("units_succeeded"), row.pop("units_failed"))
-    return JobView(ProcessingState(**row), counts)
+    return JobView(_loaded(row), counts)
+
+
+def _loaded(row: dict[str, Any]) -> ProcessingState:
+    """A detached ProcessingState holding ``row`` as loaded values, the way the ORM's own loader fills an
+    instance (no attribute events): the constructor's instrumentation was ~12 % of a status read's CPU."""
+    job = cast(ProcessingState, PS.__mapper__.class_manager.new_instance())
+    job.__dict__.update(row)
+    return job
 
 
 async def child_of(conn: AsyncConnection, process_id: UUID) -> UUID | None:
