@@ -1,11 +1,22 @@
 """Watching a job to its end: events feed the progress display; Ctrl-C offers to cancel the job.
 
+The event stream is read on a thread of its own and handed to the main thread through a queue; while a job
+is watched, Ctrl-C only posts a message to that queue. A KeyboardInterrupt raised wherever the main thread
+happened to be could land inside rich's console (leaving its buffer open, so the cancel prompt was never
+printed) or inside httpx's connection handling; a message is read only where the main thread is waiting.
+
 Exit codes (docs/cli.md): 0 COMPLETED, 3 FAILED, 4 TIMEOUT, 5 CANCELLED; 1 when a request fails, 130 when
 the user stops watching and leaves the job running.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from queue import SimpleQueue
+from types import FrameType
 from typing import Any
 
 from rich.console import Console
@@ -14,7 +25,7 @@ from rich.progress import TaskID
 from rich.prompt import Confirm
 
 from cli.client.api import ApiClient, ApiError
-from cli.client.events import follow
+from cli.client.events import Event, follow
 from cli.client.progress import JobState, ProgressBoard
 from cli.client.text import t
 from domain.enums import Language, ProcessingStatus
@@ -38,6 +49,17 @@ class Detached(Exception):
         self.process_id = process_id
 
 
+class _CtrlC:
+    """The user pressed Ctrl-C."""
+
+
+class _End:
+    """The stream delivered the job's terminal event."""
+
+
+Message = Event | _CtrlC | _End | Exception
+
+
 def watch(
     api: ApiClient, board: ProgressBoard, row: TaskID, job: dict[str, Any], lang: Language
 ) -> dict[str, Any]:
@@ -45,15 +67,41 @@ def watch(
     total = job.get("totalUnits") or job.get("units", {}).get("total") or 1
     state = JobState(job["processId"], total)
     board.start(row, state)
-    while True:
-        try:
-            for event in follow(api, state.process_id, state.last_seq):
-                state.apply(event)
+    inbox: SimpleQueue[Message] = SimpleQueue()
+    threading.Thread(target=_read, args=(api, state.process_id, inbox), daemon=True).start()
+    # A shell starts a background command with Ctrl-C ignored; such a watch keeps ignoring it.
+    inherited_ignore = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    with _on_sigint(signal.SIG_IGN if inherited_ignore else lambda *_: inbox.put(_CtrlC())):
+        while not isinstance(message := inbox.get(), _End):
+            if isinstance(message, Event):
+                state.apply(message)
                 board.update(row, state)
-            break
-        except KeyboardInterrupt:
-            _offer_cancel(api, board, state.process_id, lang)
+            elif isinstance(message, _CtrlC):
+                with _on_sigint(signal.default_int_handler):  # Ctrl-C at the prompt answers "no"
+                    _offer_cancel(api, board, state.process_id, lang)
+            else:
+                raise message
     return api.status(state.process_id)
+
+
+def _read(api: ApiClient, process_id: str, inbox: SimpleQueue[Message]) -> None:
+    """The reading thread. Left blocked when the user detaches: it is a daemon and ends with the process."""
+    try:
+        for event in follow(api, process_id):
+            inbox.put(event)
+    except Exception as exc:  # the main thread raises it
+        inbox.put(exc)
+    else:
+        inbox.put(_End())
+
+
+@contextmanager
+def _on_sigint(handler: Callable[[int, FrameType | None], Any] | signal.Handlers) -> Iterator[None]:
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _offer_cancel(api: ApiClient, board: ProgressBoard, process_id: str, lang: Language) -> None:

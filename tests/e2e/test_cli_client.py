@@ -6,6 +6,8 @@ import asyncio
 import json
 import signal
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import httpx
@@ -15,7 +17,7 @@ from db.repository import JobRepository
 from domain.enums import ProcessingStatus, ProcessingType, TargetType
 from tests.support.api import ensure_user
 from tests.support.chart_reader import chart_widths, expected_cells, matches, read_chart
-from tests.support.cli_runs import mandala, shown_goal, start_mandala, started_id
+from tests.support.cli_runs import Running, mandala, shown_goal, start_mandala, started_id
 from tests.support.cutting_proxy import cutting_proxy
 from tests.support.jobs import Jobs
 from tests.support.live_stack import LiveStack
@@ -130,12 +132,20 @@ def test_a_failed_job_exits_3_with_the_catalogue_message_in_japanese_and_a_retry
     assert "この処理は既にリトライされています (ALREADY_RETRIED)" in again.stderr
 
 
-def test_ctrl_c_offers_to_cancel_yes_cancels_and_exits_5(stack: LiveStack) -> None:
-    env = stack.client_env(stack.token())
-    with start_mandala("generate", "subgoals", *goal_flags("#fault:subgoal:hang 止まる"), env=env) as running:
+@contextmanager
+def asked_to_cancel(title: str, env: dict[str, str]) -> Iterator[Running]:
+    """A watched job that hangs, interrupted with Ctrl-C: the client is asking whether to cancel it."""
+    with start_mandala(
+        "generate", "subgoals", *goal_flags(f"#fault:subgoal:hang {title}"), env=env
+    ) as running:
         running.wait_for(r"PROCESSING")
         running.process.send_signal(signal.SIGINT)
         running.wait_for(r"Cancel job .*\?")
+        yield running
+
+
+def test_ctrl_c_offers_to_cancel_yes_cancels_and_exits_5(stack: LiveStack) -> None:
+    with asked_to_cancel("止まる", stack.client_env(stack.token())) as running:
         running.answer("y")
         assert running.process.wait(60) == 5, running.output()
     assert running.output().splitlines()[-1] == "CANCELLED — The process was cancelled. (CANCELLED)"
@@ -143,13 +153,10 @@ def test_ctrl_c_offers_to_cancel_yes_cancels_and_exits_5(stack: LiveStack) -> No
 
 def test_ctrl_c_then_no_leaves_the_job_running_then_jobs_cancel_and_show(stack: LiveStack) -> None:
     env = stack.client_env(stack.token())
-    with start_mandala("generate", "subgoals", *goal_flags("#fault:subgoal:hang 続ける"), env=env) as running:
-        running.wait_for(r"PROCESSING")
-        pid = started_id(running.output())
-        running.process.send_signal(signal.SIGINT)
-        running.wait_for(r"Cancel job .*\?")
+    with asked_to_cancel("続ける", env) as running:
         running.answer("n")
         assert running.process.wait(60) == 130, running.output()
+    pid = started_id(running.output())
     assert f"mandala jobs show {pid} --watch" in running.output()
 
     shown = mandala("jobs", "show", pid, env=env)
@@ -162,6 +169,28 @@ def test_ctrl_c_then_no_leaves_the_job_running_then_jobs_cancel_and_show(stack: 
     assert watched.returncode == 5
     details = mandala("jobs", "show", pid, env=env)
     assert "もう不要" in details.stdout and "CANCELLED" in details.stdout
+
+
+def test_a_second_ctrl_c_at_the_question_answers_no(stack: LiveStack) -> None:
+    env = stack.client_env(stack.token())
+    with asked_to_cancel("二度", env) as running:
+        running.process.send_signal(signal.SIGINT)
+        assert running.process.wait(60) == 130, running.output()
+    pid = started_id(running.output())
+    assert f"mandala jobs show {pid} --watch" in running.output()
+    assert mandala("jobs", "cancel", pid, env=env).returncode == 0
+
+
+def test_a_watch_started_with_ctrl_c_ignored_keeps_ignoring_it(stack: LiveStack) -> None:
+    env = stack.client_env(stack.token())
+    hang = goal_flags("#fault:subgoal:hang 背景で")
+    with start_mandala("generate", "subgoals", *hang, env=env, sigint_ignored=True) as running:
+        running.wait_for(r"PROCESSING")
+        running.process.send_signal(signal.SIGINT)
+        cancelled = mandala("jobs", "cancel", started_id(running.output()), env=env)
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert running.process.wait(60) == 5, running.output()
+    assert "Cancel job" not in running.output()
 
 
 async def test_a_timed_out_job_exits_4(stack: LiveStack, engine: AsyncEngine) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -81,8 +82,10 @@ class Running:
 
 
 @contextmanager
-def start_mandala(*args: str, env: dict[str, str]) -> Iterator[Running]:
-    """A client command with a stdin to answer its prompts; killed on leaving if it still runs."""
+def start_mandala(*args: str, env: dict[str, str], sigint_ignored: bool = False) -> Iterator[Running]:
+    """A client command with a stdin to answer its prompts; killed on leaving if it still runs.
+
+    ``sigint_ignored`` starts it as a shell starts a background command: with SIGINT ignored."""
     process = subprocess.Popen(
         [sys.executable, "-m", "cli.main", *args],
         cwd=REPO_ROOT,
@@ -90,6 +93,7 @@ def start_mandala(*args: str, env: dict[str, str]) -> Iterator[Running]:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None,
     )
     running = Running(process)
     assert process.stdout is not None
